@@ -1,0 +1,13 @@
+"""d3sr: an open implementation of D³SR (one-step diffusion super-resolution with a large-scale diffusion discriminator)."""
+
+import logging
+
+from d3sr.config import register_resolvers
+
+__version__ = "0.1.0"
+
+# peft imports bitsandbytes when it is installed (pyiqa pulls it in); its CPU backend warns about an optional
+# kernel package that d3sr never uses. Keep that line out of every log.
+logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+
+register_resolvers()

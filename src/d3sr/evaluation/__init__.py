@@ -1,0 +1,1 @@
+"""Evaluation: the paper's metric suite, folder evaluation and tables."""

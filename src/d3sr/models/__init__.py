@@ -1,0 +1,8 @@
+"""Networks: the one-step generator, the diffusion discriminator, the Lightning module and their construction."""
+
+from d3sr.models.d3sr_module import D3SRModule
+from d3sr.models.discriminator import DiffusionDiscriminator, PatchHead
+from d3sr.models.generator import OneStepGenerator, predict_x0
+from d3sr.models.loading import Backbone
+
+__all__ = ["Backbone", "D3SRModule", "DiffusionDiscriminator", "OneStepGenerator", "PatchHead", "predict_x0"]
