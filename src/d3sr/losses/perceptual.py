@@ -1,0 +1,62 @@
+"""The generator's reconstruction objective: MSE + λ2·EA-DISTS (the adversarial term is added by the module)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from d3sr.losses.dists import DISTS
+from d3sr.losses.edges import sobel_magnitude
+
+
+class EADISTS(nn.Module):
+    """Edge-aware DISTS: DISTS(a, b) + edge_weight·DISTS(S(a), S(b)), S = Sobel magnitude. (B, 3, H, W) in [0, 1] → (B,)."""
+
+    def __init__(self, dists: DISTS, edge_weight: float = 1.0) -> None:
+        super().__init__()
+        self.dists, self.edge_weight = dists, float(edge_weight)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        image_term = self.dists(x, y)
+        if self.edge_weight == 0:
+            return image_term
+        return image_term + self.edge_weight * self.dists(sobel_magnitude(x), sobel_magnitude(y))
+
+
+class D3SRLoss(nn.Module):
+    """Loss weights and the perceptual network. `reconstruction(sr, gt)` takes images in [-1, 1].
+
+    L_gen = lambda_mse·MSE(x̂_H, x_H) + lambda_ea_dists·EA-DISTS(x̂_H, x_H) + lambda_adv·L_G  (D³SR eq. 7).
+    MSE is taken in the VAE's [-1, 1] range (as OSEDiff); EA-DISTS on [0, 1] images. With lambda_ea_dists = 0 the
+    perceptual network is not run (the "MSE only" ablation).
+    """
+
+    def __init__(
+        self,
+        perceptual: nn.Module | None,
+        lambda_mse: float = 1.0,
+        lambda_ea_dists: float = 1.0,
+        lambda_adv: float = 0.005,
+    ) -> None:
+        super().__init__()
+        for key, value in (("lambda_mse", lambda_mse), ("lambda_ea_dists", lambda_ea_dists), ("lambda_adv", lambda_adv)):
+            if value < 0:
+                raise ValueError(f"loss.{key} must be >= 0, got {value}")
+        if lambda_ea_dists > 0 and perceptual is None:
+            raise ValueError("loss.lambda_ea_dists > 0 needs loss.perceptual (e.g. EADISTS)")
+        self.perceptual = perceptual
+        self.lambda_mse, self.lambda_ea_dists, self.lambda_adv = float(lambda_mse), float(lambda_ea_dists), float(lambda_adv)
+
+    def reconstruction(self, sr: torch.Tensor, gt: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{'mse', 'ea_dists'} (scalars) for SR and GT in [-1, 1]."""
+        terms = {"mse": F.mse_loss(sr.float(), gt.float())}
+        if self.lambda_ea_dists > 0:
+            terms["ea_dists"] = self.perceptual((sr.float() + 1) / 2, (gt.float() + 1) / 2).mean()
+        else:
+            terms["ea_dists"] = sr.new_zeros((), dtype=torch.float32)
+        return terms
+
+    def total(self, terms: dict[str, torch.Tensor], adversarial: torch.Tensor) -> torch.Tensor:
+        """λ-weighted sum of the generator's terms."""
+        return self.lambda_mse * terms["mse"] + self.lambda_ea_dists * terms["ea_dists"] + self.lambda_adv * adversarial
