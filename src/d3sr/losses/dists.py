@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.models import vgg16
+from torchvision.models.vgg import cfgs, make_layers
 
 from d3sr.config import D3SRError
 
@@ -65,7 +65,7 @@ class DISTS(nn.Module):
         super().__init__()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            features = vgg16(weights=None).features
+            features = make_layers(cfgs["D"])  # VGG16's convolutional part, torchvision's layer indices
         if pretrained_backbone:
             features.load_state_dict(self._vgg16_features_state(backbone_weights))
         # Stages end at relu1_2, relu2_2, relu3_3, relu4_3, relu5_3; max pools (4, 9, 16, 23) become L2 pools.
