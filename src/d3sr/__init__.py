@@ -1,4 +1,4 @@
-"""d3sr: an open implementation of D³SR (one-step diffusion super-resolution with a large-scale diffusion discriminator)."""
+"""d3sr: an open implementation of D³SR, one-step diffusion SR trained against a large diffusion discriminator."""
 
 import logging
 

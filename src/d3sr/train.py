@@ -31,9 +31,26 @@ def build_module(cfg: DictConfig):
 
 def build_trainer(cfg: DictConfig) -> L.Trainer:
     """The Lightning Trainer with the configured callbacks and loggers."""
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+    callbacks = [instantiate(c) for c in _configured_objects(cfg, "callbacks")]
+    loggers = [instantiate(c) for c in _configured_objects(cfg, "logger")]
     return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+
+def _configured_objects(cfg: DictConfig, group: str) -> list[DictConfig]:
+    """The entries of cfg.<group> that describe an object.
+
+    An entry without `_target_` is what an experiment's settings leave behind when the group option that defines the
+    object is not selected (e.g. `experiment=demo callbacks=none`): it is skipped, and said so.
+    """
+    objects = []
+    for name, node in (cfg.get(group) or {}).items():
+        if node is None:
+            continue
+        if "_target_" not in node:
+            log.info("%s.%s has settings but no _target_ (not selected in this run): skipped", group, name)
+            continue
+        objects.append(node)
+    return objects
 
 
 def train(cfg: DictConfig) -> dict:
@@ -46,8 +63,8 @@ def train(cfg: DictConfig) -> dict:
     if cfg.get("matmul_precision"):
         torch.set_float32_matmul_precision(cfg.matmul_precision)
 
-    log.info("Building the model (%s generator, %s discriminator)", cfg.model.generator.backbone._target_.split(".")[-1],
-             cfg.model.discriminator.backbone._target_.split(".")[-1])  # fmt: skip
+    kinds = [cfg.model[part].backbone._target_.split(".")[-1] for part in ("generator", "discriminator")]
+    log.info("Building the model (%s generator, %s discriminator)", *kinds)
     module = build_module(cfg)
     module.run_config = OmegaConf.to_container(cfg, resolve=True)
     datamodule = instantiate(cfg.data)
@@ -62,8 +79,8 @@ def train(cfg: DictConfig) -> dict:
     checkpoint = getattr(trainer.checkpoint_callback, "last_model_path", "") or None
     result = {"metrics": metrics, "checkpoint": checkpoint, "output_dir": str(cfg.paths.output_dir),
               "iterations": module.iteration}  # fmt: skip
-    log.info("Finished %d iterations. Metrics: %s", module.iteration,
-             ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()) if k.startswith("val/")) or "none")  # fmt: skip
+    shown = ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()) if k.startswith("val/"))
+    log.info("Finished %d iterations. Metrics: %s", module.iteration, shown or "none")
     log.info("Logs: %s  (view: tensorboard --logdir %s)", cfg.paths.output_dir, cfg.paths.output_dir)
     if checkpoint:
         log.info("Checkpoint: %s", checkpoint)

@@ -133,9 +133,7 @@ class EmbeddedPhotos(Dataset):
         return self._images[index]
 
 
-def random_crop(
-    image: torch.Tensor, size: int, rng: np.random.Generator | None
-) -> torch.Tensor:
+def random_crop(image: torch.Tensor, size: int, rng: np.random.Generator | None) -> torch.Tensor:
     """size×size crop at a random (or, with rng None, central) position; reflect-pads images that are smaller."""
     _, height, width = image.shape
     pad_h, pad_w = max(size - height, 0), max(size - width, 0)

@@ -59,9 +59,7 @@ class DISTS(nn.Module):
     downloaded); False keeps a seeded random backbone (tests, the offline demo).
     """
 
-    def __init__(
-        self, pretrained_backbone: bool = True, backbone_weights: str | None = None, seed: int = 0
-    ) -> None:
+    def __init__(self, pretrained_backbone: bool = True, backbone_weights: str | None = None, seed: int = 0) -> None:
         super().__init__()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -110,7 +108,9 @@ class DISTS(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if x.shape != y.shape or x.ndim != 4 or x.shape[1] != 3:
-            raise ValueError(f"DISTS needs two (B, 3, H, W) tensors of one shape, got {tuple(x.shape)}, {tuple(y.shape)}")
+            raise ValueError(
+                f"DISTS needs two (B, 3, H, W) tensors of one shape, got {tuple(x.shape)}, {tuple(y.shape)}"
+            )
         c1 = c2 = 1e-6
         total = self.alpha.sum() + self.beta.sum()
         alphas = torch.split(self.alpha / total, CHANNELS, dim=1)

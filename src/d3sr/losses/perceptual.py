@@ -11,7 +11,10 @@ from d3sr.losses.edges import sobel_magnitude
 
 
 class EADISTS(nn.Module):
-    """Edge-aware DISTS: DISTS(a, b) + edge_weight·DISTS(S(a), S(b)), S = Sobel magnitude. (B, 3, H, W) in [0, 1] → (B,)."""
+    """Edge-aware DISTS: DISTS(a, b) + edge_weight·DISTS(S(a), S(b)), S = Sobel magnitude.
+
+    forward(a, b: (B, 3, H, W) in [0, 1]) -> (B,).
+    """
 
     def __init__(self, dists: DISTS, edge_weight: float = 1.0) -> None:
         super().__init__()
@@ -40,13 +43,21 @@ class D3SRLoss(nn.Module):
         lambda_adv: float = 0.005,
     ) -> None:
         super().__init__()
-        for key, value in (("lambda_mse", lambda_mse), ("lambda_ea_dists", lambda_ea_dists), ("lambda_adv", lambda_adv)):
+        for key, value in (
+            ("lambda_mse", lambda_mse),
+            ("lambda_ea_dists", lambda_ea_dists),
+            ("lambda_adv", lambda_adv),
+        ):
             if value < 0:
                 raise ValueError(f"loss.{key} must be >= 0, got {value}")
         if lambda_ea_dists > 0 and perceptual is None:
             raise ValueError("loss.lambda_ea_dists > 0 needs loss.perceptual (e.g. EADISTS)")
         self.perceptual = perceptual
-        self.lambda_mse, self.lambda_ea_dists, self.lambda_adv = float(lambda_mse), float(lambda_ea_dists), float(lambda_adv)
+        self.lambda_mse, self.lambda_ea_dists, self.lambda_adv = (
+            float(lambda_mse),
+            float(lambda_ea_dists),
+            float(lambda_adv),
+        )
 
     def reconstruction(self, sr: torch.Tensor, gt: torch.Tensor) -> dict[str, torch.Tensor]:
         """{'mse', 'ea_dists'} (scalars) for SR and GT in [-1, 1]."""
@@ -59,4 +70,6 @@ class D3SRLoss(nn.Module):
 
     def total(self, terms: dict[str, torch.Tensor], adversarial: torch.Tensor) -> torch.Tensor:
         """λ-weighted sum of the generator's terms."""
-        return self.lambda_mse * terms["mse"] + self.lambda_ea_dists * terms["ea_dists"] + self.lambda_adv * adversarial
+        return (
+            self.lambda_mse * terms["mse"] + self.lambda_ea_dists * terms["ea_dists"] + self.lambda_adv * adversarial
+        )

@@ -202,6 +202,17 @@ class D3SRModule(L.LightningModule):
                 f"(e.g. {', '.join(missing[:3])}). Was it trained with another model/generator, "
                 "model/discriminator or LoRA setting?"
             )
+        own = self.state_dict()
+        mismatched = [
+            f"{k}: {tuple(v.shape)} in the checkpoint, {tuple(own[k].shape)} here"
+            for k, v in checkpoint["state_dict"].items()
+            if k in own and v.shape != own[k].shape
+        ]
+        if mismatched:
+            raise D3SRError(
+                f"checkpoint does not match this model: {len(mismatched)} tensors differ in shape (e.g. "
+                f"{mismatched[0]}). Was it trained with another LoRA rank or model/generator, model/discriminator?"
+            )
 
 
 def trainable_parameters(module: nn.Module) -> int:

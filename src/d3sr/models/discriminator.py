@@ -106,9 +106,7 @@ class DiffusionDiscriminator(nn.Module):
         h = unet.mid_block(h, emb, encoder_hidden_states=context)
         return self.head(h.float())
 
-    def forward(
-        self, z: torch.Tensor, t: torch.Tensor | None = None, eps: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, t: torch.Tensor | None = None, eps: torch.Tensor | None = None) -> torch.Tensor:
         """Patch logits of clean latents z after forward diffusion to t (drawn per sample if None)."""
         t = self.sample_t(z.shape[0], z.device) if t is None else t
         eps = torch.randn_like(z) if eps is None else eps

@@ -21,8 +21,14 @@ from d3sr.models.text_embeds import empty_prompt_embeds, random_prompt_embeds
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-          "float16": torch.float16, "fp16": torch.float16}
+DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
 
 
 @dataclass
@@ -91,7 +97,11 @@ def pretrained(
         scheduler = DDPMScheduler.from_pretrained(model, subfolder="scheduler", **kwargs)
         embeds = empty_prompt_embeds(model, kind, embeds_cache, local_files_only, revision)
         unet = UNet2DConditionModel.from_pretrained(model, subfolder="unet", torch_dtype=torch_dtype, **kwargs)
-        vae = AutoencoderKL.from_pretrained(model, subfolder="vae", torch_dtype=torch_dtype, **kwargs) if with_vae else None
+        vae = (
+            AutoencoderKL.from_pretrained(model, subfolder="vae", torch_dtype=torch_dtype, **kwargs)
+            if with_vae
+            else None
+        )
     except (OSError, ValueError) as error:
         raise D3SRError(_missing_weights_message(what, model, subfolders, env_var, error)) from error
     if scheduler.config.get("prediction_type", "epsilon") != "epsilon":
@@ -117,7 +127,7 @@ def tiny(kind: str = "sd", with_vae: bool = True, seed: int = 0) -> Backbone:
 
 
 def meta(name: str, with_vae: bool = True) -> Backbone:
-    """Full-size architecture `name` ('sd21', 'sd15', 'sdxl') on the meta device: shapes only, no memory, no weights."""
+    """Full-size architecture `name` ('sd21', 'sd15', 'sdxl') on the meta device: shapes only, no weights."""
     config = arch.unet_config(name)
     with torch.device("meta"):
         unet = UNet2DConditionModel(**config)
@@ -127,4 +137,3 @@ def meta(name: str, with_vae: bool = True) -> Backbone:
     if pooled is not None:
         embeds["pooled_prompt_embeds"] = torch.zeros(1, pooled)
     return Backbone(unet, _alphas_cumprod(DDPMScheduler(**arch.SCHEDULER)), embeds, vae, {"meta": name})
-

@@ -1,0 +1,46 @@
+# d3sr — common commands. `make demo` and `make test` work on a fresh clone (they run `make install` first).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_DIR ?= outputs/demo
+ARGS ?=
+
+.PHONY: install demo test test-full lint format train clean
+
+install: $(STAMP)  ## .venv with d3sr (editable) and its metrics/dev extras
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[metrics,dev]"
+	touch $(STAMP)
+
+demo: install  ## train the tiny demo on the embedded photos (CPU, ~1–2 min), then upscale them with it
+	rm -rf $(DEMO_DIR)
+	$(BIN)/python -m d3sr.train experiment=demo hydra.run.dir=$(DEMO_DIR)/train
+	$(BIN)/python -m d3sr.infer bundle=$(DEMO_DIR)/train/checkpoints/last.ckpt input=embedded output=$(DEMO_DIR)/sr
+	@echo
+	@echo "Demo done. TensorBoard logs: $(DEMO_DIR)/train/tensorboard  (tensorboard --logdir $(DEMO_DIR)/train)"
+	@echo "            checkpoint:      $(DEMO_DIR)/train/checkpoints/last.ckpt"
+	@echo "            upscaled photos: $(DEMO_DIR)/sr"
+
+test: install  ## the fast CPU test suite (what CI runs)
+	$(BIN)/python -m pytest -q
+
+test-full: install  ## every test, slow ones included (GPU tests run when a GPU is present)
+	$(BIN)/python -m pytest -q -m "not gpu or gpu"
+
+lint: install
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+format: install
+	$(BIN)/ruff check --fix src tests bench
+	$(BIN)/ruff format src tests bench
+
+train: install  ## python -m d3sr.train $(ARGS), e.g. make train ARGS="experiment=sdxl_disc"
+	$(BIN)/python -m d3sr.train $(ARGS)
+
+clean:
+	rm -rf outputs logs multirun .pytest_cache .ruff_cache

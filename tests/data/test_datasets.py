@@ -1,0 +1,126 @@
+"""HQ sources, crops, and the data module's batches (deterministic per image whatever the loader settings)."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from d3sr.data import EmbeddedPhotos, ImageFiles, SRDataModule
+from d3sr.data.datasets import random_crop, read_image
+from d3sr.data.degradation import BicubicDegradation
+
+
+def write_png(path, array) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+@pytest.fixture
+def folder(tmp_path):
+    from skimage import data
+
+    photo = data.astronaut()
+    write_png(tmp_path / "hq" / "a.png", photo[:96, :80])
+    write_png(tmp_path / "hq" / "sub" / "b.png", photo[100:150, 100:170])  # smaller than the crop: padded
+    write_png(tmp_path / "hq" / "c.png", data.camera()[:64, :64])  # gray
+    (tmp_path / "hq" / "broken.png").write_bytes(b"not an image")
+    (tmp_path / "hq" / "notes.txt").write_text("ignored: not an image extension")
+    return tmp_path / "hq"
+
+
+def test_folders_lists_and_limits(folder, tmp_path):
+    files = ImageFiles(roots=[str(folder)])
+    assert [p.name for p in files.paths] == ["a.png", "broken.png", "c.png", "b.png"]
+    listing = tmp_path / "list.txt"
+    listing.write_text("# HQ images\nhq/c.png\n\nhq/a.png\n")
+    both = ImageFiles(roots=[str(folder)], lists=[str(listing)], limits=[1, None])
+    assert [p.name for p in both.paths] == ["a.png", "c.png", "a.png"]
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        ImageFiles(roots=[str(tmp_path / "missing")])
+    with pytest.raises(ValueError, match="limits"):
+        ImageFiles(roots=[str(folder)], limits=[1, 2])
+
+
+def test_unreadable_images_are_reported_once_and_skipped(folder, caplog):
+    files = ImageFiles(roots=[str(folder)])
+    broken = [p.name for p in files.paths].index("broken.png")
+    with caplog.at_level(logging.WARNING):
+        assert files[broken] is None and files[broken] is None
+    assert sum("broken.png" in r.message for r in caplog.records) == 1
+    from d3sr.data.datasets import SRSamples
+
+    samples = SRSamples(files, crop_size=64, flip=False)
+    assert samples[broken]["gt"].shape == (3, 64, 64)  # replaced by the next readable image
+
+
+def test_gray_16_bit_and_exif_rotated_images_become_rgb_in_range(tmp_path):
+    gray16 = (np.linspace(0, 65535, 24 * 16).reshape(24, 16)).astype(np.uint16)
+    Image.fromarray(gray16).save(tmp_path / "g16.png")
+    image = read_image(tmp_path / "g16.png")
+    assert image.shape == (3, 24, 16) and image.max() == 1.0 and image.min() == 0.0
+    rotated = Image.fromarray(np.zeros((10, 20, 3), np.uint8))
+    exif = rotated.getexif()
+    exif[0x0112] = 6  # orientation: rotate 90° clockwise to display
+    rotated.save(tmp_path / "r.jpg", exif=exif.tobytes())
+    assert read_image(tmp_path / "r.jpg").shape == (3, 20, 10)
+
+
+def test_random_crop_pads_small_images_and_is_seeded():
+    image = torch.rand(3, 40, 70)
+    crop = random_crop(image, 64, np.random.default_rng(0))
+    assert crop.shape == (3, 64, 64)
+    assert torch.equal(crop, random_crop(image, 64, np.random.default_rng(0)))
+    centre = random_crop(torch.rand(3, 100, 100), 64, None)
+    assert centre.shape == (3, 64, 64)
+    assert random_crop(torch.rand(3, 3, 3), 16, None).shape == (3, 16, 16)  # tiny: replicate padding
+
+
+def batches(num_workers: int, batch_size: int, epochs: int = 1) -> dict[tuple[int, int], torch.Tensor]:
+    module = SRDataModule(EmbeddedPhotos(["astronaut", "coffee", "rocket"]), BicubicDegradation(), crop_size=64,
+                          crops_per_image=2, batch_size=batch_size, num_workers=num_workers, seed=3)  # fmt: skip
+    loader = module.train_dataloader()
+    out = {}
+    for epoch in range(epochs):
+        loader.sampler.set_epoch(epoch)
+        for batch in loader:
+            batch = module.on_after_batch_transfer(batch, 0)
+            for i, index in enumerate(batch["index"].tolist()):
+                out[(epoch, index)] = torch.cat([batch["gt"][i], batch["lq"][i]])
+    return out
+
+
+def test_each_crop_depends_on_seed_epoch_and_index_only():
+    reference = batches(num_workers=0, batch_size=2, epochs=2)
+    assert len(reference) == 2 * 6
+    assert not torch.equal(reference[(0, 0)], reference[(1, 0)])  # new crops each epoch
+    for other in (batches(num_workers=2, batch_size=3, epochs=2), batches(num_workers=0, batch_size=1, epochs=2)):
+        assert other.keys() == reference.keys()
+        for key in reference:
+            assert torch.equal(other[key], reference[key]), key
+
+
+def test_batches_hold_gt_and_lq_in_range():
+    module = SRDataModule(EmbeddedPhotos(["chelsea"]), BicubicDegradation(), val=EmbeddedPhotos(["coffee"]),
+                          crop_size=64, crops_per_image=2, batch_size=2, num_workers=0)  # fmt: skip
+    batch = module.on_after_batch_transfer(next(iter(module.train_dataloader())), 0)
+    assert batch["gt"].shape == batch["lq"].shape == (2, 3, 64, 64)
+    assert 0 <= batch["lq"].min() and batch["lq"].max() <= 1
+    assert not torch.equal(batch["lq"], batch["gt"])
+    val = [module.on_after_batch_transfer(b, 0)["gt"] for b in module.val_dataloader()]
+    again = [module.on_after_batch_transfer(b, 0)["gt"] for b in module.val_dataloader()]
+    assert all(torch.equal(a, b) for a, b in zip(val, again))  # fixed validation crops
+    with pytest.raises(ValueError, match="data.batch_size"):
+        SRDataModule(EmbeddedPhotos(["chelsea"]), BicubicDegradation(), crop_size=64, batch_size=4)
+    with pytest.raises(ValueError, match="data.crop_size"):
+        SRDataModule(EmbeddedPhotos(["chelsea"]), BicubicDegradation(), crop_size=60, batch_size=1)
+
+
+def test_embedded_photos_are_rgb_and_unknown_names_are_refused():
+    photos = EmbeddedPhotos(["astronaut", "motorcycle_left", "camera"])
+    assert all(photos[i].shape[0] == 3 for i in range(len(photos)))
+    with pytest.raises(ValueError, match="skimage.data"):
+        EmbeddedPhotos(["no_such_photo"])[0]
