@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 REPO = Path(__file__).resolve().parents[1]
@@ -93,3 +94,16 @@ def test_multirun_sweeps_the_loss_weights(tmp_path):
     assert len(runs) == 4
     overrides = sorted((r.parents[1] / ".hydra" / "overrides.yaml").read_text() for r in runs)
     assert any("loss.lambda_adv=0.002" in o and "loss.lambda_ea_dists=1.0" in o for o in overrides)
+
+
+@pytest.mark.slow
+def test_ddp_on_two_cpu_processes(tmp_path):
+    """`trainer=ddp` is the multi-device path; gloo on two CPU processes exercises it without GPUs."""
+    result = run_cli(
+        "-m", "d3sr.train", "experiment=demo", "degradation=bicubic", "trainer=ddp", "trainer.accelerator=cpu",
+        "trainer.devices=2", "trainer.precision=32-true", "iterations=2", "data.crop_size=64", "data.batch_size=1",
+        "callbacks.image_logger=null", f"hydra.run.dir={tmp_path}", cwd=REPO, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert ckpt["d3sr"]["iteration"] == 2 and ckpt["global_step"] == 4

@@ -79,11 +79,12 @@ def train(cfg: DictConfig) -> dict:
     checkpoint = getattr(trainer.checkpoint_callback, "last_model_path", "") or None
     result = {"metrics": metrics, "checkpoint": checkpoint, "output_dir": str(cfg.paths.output_dir),
               "iterations": module.iteration}  # fmt: skip
-    shown = ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()) if k.startswith("val/"))
-    log.info("Finished %d iterations. Metrics: %s", module.iteration, shown or "none")
-    log.info("Logs: %s  (view: tensorboard --logdir %s)", cfg.paths.output_dir, cfg.paths.output_dir)
-    if checkpoint:
-        log.info("Checkpoint: %s", checkpoint)
+    if trainer.is_global_zero:
+        shown = ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()) if k.startswith("val/"))
+        log.info("Finished %d iterations. Metrics: %s", module.iteration, shown or "none")
+        log.info("Logs: %s  (view: tensorboard --logdir %s)", cfg.paths.output_dir, cfg.paths.output_dir)
+        if checkpoint:
+            log.info("Checkpoint: %s", checkpoint)
     return result
 
 

@@ -1,0 +1,200 @@
+"""The evaluation CLI: reports written, protocol stated, errors clear (exit 2), paper row, bundle path."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import types
+
+import pytest
+from eval_helpers import write_pairs
+from PIL import Image
+
+from d3sr.cli import run_reporting_errors
+from d3sr.evaluate import evaluate
+
+pytest.importorskip("pyiqa")
+
+
+@pytest.fixture
+def run(compose, tmp_path):
+    """run(overrides) -> (exit status, stdout) of the evaluation CLI in-process (Hydra composes conf/evaluate.yaml)."""
+
+    def _run(overrides, capsys=None):
+        cfg = compose(["progress=false", *overrides], config_name="evaluate")
+        return run_reporting_errors(evaluate, cfg)
+
+    return _run
+
+
+def test_writes_csv_json_markdown_with_protocol_and_paper_row(run, pairs, tmp_path, with_random_hub, capsys):
+    sr, hr = pairs
+    out = tmp_path / "out"
+    status = run([f"sr={sr}", f"hr={hr}", f"output={out}", "metrics=[psnr,ssim,lpips,dists]", "name=RealSR",
+                  "compare=paper"])  # fmt: skip
+    assert status == 0
+    rows = list(csv.DictReader((out / "per_image.csv").open()))
+    assert [r["image"] for r in rows] == ["astronaut", "chelsea", "coffee"]
+    assert {"psnr", "ssim", "lpips", "dists", "width", "height"} <= set(rows[0])
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["means"]) == {"psnr", "ssim", "lpips", "dists"}
+    assert summary["means"]["psnr"] == pytest.approx(sum(float(r["psnr"]) for r in rows) / 3)
+    assert summary["protocol"]["test_set"] == "RealSR" and summary["protocol"]["crop_border"] == 0
+    assert summary["paper"] == {"psnr": 24.11, "ssim": 0.7152, "lpips": 0.2961, "dists": 0.1782}
+    md = (out / "results.md").read_text()
+    for text in (
+        "whole images",
+        "Y of YCbCr",
+        "crop border: 0 px",
+        "pyiqa 0.1.16",
+        "LPIPS v0.1, AlexNet",
+        "| ours (sr) |",
+    ):
+        assert text in md
+    assert "| D³SR, paper Table 1 (RealSR" in md and "| 24.11 | 0.7152 | 0.2961 | 0.1782 |" in md
+    assert md in capsys.readouterr().out
+    assert sorted(p.name for p in sr.iterdir()) == ["astronaut.png", "chelsea.png", "coffee.png"]  # inputs untouched
+
+
+def test_identical_folders(run, tmp_path, with_random_hub):
+    sr, hr = write_pairs(tmp_path / "same", sigma=0)
+    out = tmp_path / "out"
+    assert run([f"sr={sr}", f"hr={hr}", f"output={out}", "metrics=[psnr,ssim,dists]"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["means"]["psnr"] == "inf"  # JSON has no infinity: written as the string "inf"
+    assert summary["means"]["ssim"] == pytest.approx(1.0)
+    assert summary["means"]["dists"] == pytest.approx(0.0, abs=1e-5)
+    assert "| inf |" in (out / "results.md").read_text()
+
+
+def test_missing_pair_is_a_clear_error_with_exit_2(pairs, tmp_path):
+    sr, hr = pairs
+    (sr / "coffee.png").unlink()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "d3sr.evaluate", f"sr={sr}", f"hr={hr}", "metrics=[psnr]", f"output={tmp_path / 'o'}"]
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert result.returncode == 2, result.stderr
+    assert "error: 1 HR image(s)" in result.stderr and "coffee.png" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["set"]  # Hydra wrote nothing (no outputs/, .hydra, logs)
+
+
+def test_size_mismatch_errors_or_crops(run, pairs, tmp_path, capsys):
+    sr, hr = pairs
+    Image.open(sr / "chelsea.png").crop((0, 0, 76, 60)).save(sr / "chelsea.png")
+    with pytest.raises(SystemExit) as exit_info:
+        run([f"sr={sr}", f"hr={hr}", "metrics=[psnr]", f"output={tmp_path / 'o'}"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "chelsea.png is 76×60 but HR" in err and "is 80×64" in err and "align=crop" in err
+    out = tmp_path / "cropped"
+    assert run([f"sr={sr}", f"hr={hr}", "metrics=[psnr]", f"output={out}", "align=crop"]) == 0
+    md = (out / "results.md").read_text()
+    assert "cropped to the common top-left region" in md and "chelsea: SR 76×60, HR 80×64" in md
+    rows = {r["image"]: r for r in csv.DictReader((out / "per_image.csv").open())}
+    assert rows["chelsea"]["aligned"] == "cropped" and rows["chelsea"]["width"] == "76"
+
+
+def test_extra_files_are_noted(run, pairs, tmp_path):
+    sr, hr = pairs
+    Image.new("RGB", (80, 64)).save(sr / "unpaired.png")
+    (hr / "README.txt").write_text("test set")
+    out = tmp_path / "o"
+    assert run([f"sr={sr}", f"hr={hr}", "metrics=[psnr]", f"output={out}"]) == 0
+    notes = json.loads((out / "summary.json").read_text())["notes"]
+    assert any("unpaired.png" in n for n in notes) and any("README.txt" in n for n in notes)
+    assert json.loads((out / "summary.json").read_text())["protocol"]["images_evaluated"] == 3
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["output={sr}/reports"], "input folders are never written"),
+        (["compare=paper", "name=Urban100"], "compare=paper needs name="),
+        (["color=lab"], "color='lab' is not valid"),
+        (["metrics=[psnr,sharpness]"], "unknown metric 'sharpness'"),
+        (["hr=null"], "need hr="),
+    ],
+)
+def test_user_errors_exit_2(run, pairs, capsys, overrides, message):
+    sr, hr = pairs
+    overrides = [o.format(sr=sr) for o in overrides]
+    with pytest.raises(SystemExit) as exit_info:
+        run([f"sr={sr}", f"hr={hr}", "metrics=[psnr]", *overrides])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_check_weights_exit_status(run, empty_hub, with_random_hub, capsys, monkeypatch):
+    assert run(["check_weights=true", "metrics=[psnr,lpips,dists]"]) == 0
+    assert "All weight files are present." in capsys.readouterr().out
+    monkeypatch.setenv("TORCH_HOME", str(empty_hub))
+    assert run(["check_weights=true", "metrics=[lpips]"]) == 1
+    out = capsys.readouterr().out
+    assert "[missing] lpips" in out and "LPIPS_v0.1_alex-df73285e.pth" in out
+
+
+class BicubicPipeline:
+    """Stands in for D3SRPipeline: ×4 bicubic upscaling, same call convention (list of PIL images in, list out)."""
+
+    loaded_with = None
+
+    @classmethod
+    def from_pretrained(cls, path, device=None, dtype=None):
+        cls.loaded_with = (path, device, dtype)
+        return cls()
+
+    def __call__(self, images):
+        return [image.resize((image.width * 4, image.height * 4), Image.BICUBIC) for image in images]
+
+
+def test_bundle_runs_inference_then_evaluates(run, tmp_path, monkeypatch):
+    # The plumbing (LR folder → pipeline → output/sr → metrics) with a stand-in pipeline module.
+    module = types.ModuleType("d3sr.inference.pipeline")
+    module.D3SRPipeline = BicubicPipeline
+    monkeypatch.setitem(sys.modules, "d3sr.inference.pipeline", module)
+    _, hr = write_pairs(tmp_path / "set", sigma=0)
+    lq = tmp_path / "lq"
+    lq.mkdir()
+    for path in hr.iterdir():
+        Image.open(path).resize((20, 16), Image.BICUBIC).save(lq / path.name)
+    out = tmp_path / "out"
+    assert run([f"bundle={tmp_path / 'bundle'}", f"lq={lq}", f"hr={hr}", f"output={out}", "metrics=[psnr,ssim]",
+                "device=cpu"]) == 0  # fmt: skip
+    assert BicubicPipeline.loaded_with[1] == "cpu"
+    assert sorted(p.name for p in (out / "sr").iterdir()) == ["astronaut.png", "chelsea.png", "coffee.png"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert 15 < summary["means"]["psnr"] < 40 and summary["bundle"] == str(tmp_path / "bundle")
+
+
+def test_bundle_end_to_end_with_a_tiny_checkpoint(run, compose, tmp_path, monkeypatch):
+    # The real D3SRPipeline on a checkpoint of the tiny generator, written by the training module's own hook.
+    pytest.importorskip("d3sr.inference.pipeline")
+    import torch
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from d3sr.models.d3sr_module import D3SRModule
+
+    cfg = compose(["model/generator=tiny", "model/discriminator=tiny", "loss=mse_only", "degradation=bicubic"])
+    module = instantiate(cfg.model, loss=instantiate(cfg.loss))
+    module.run_config = {"model": {"generator": OmegaConf.to_container(cfg.model.generator, resolve=True)}}
+    monkeypatch.setattr(D3SRModule, "iteration", property(lambda self: 0))  # no Trainer attached
+    checkpoint = {"state_dict": module.state_dict()}
+    module.on_save_checkpoint(checkpoint)
+    torch.save(checkpoint, tmp_path / "tiny.ckpt")
+
+    _, hr = write_pairs(tmp_path / "set", sigma=0, names=("astronaut", "coffee"))
+    lq = tmp_path / "lq"
+    lq.mkdir()
+    for path in hr.iterdir():
+        Image.open(path).resize((20, 16), Image.BICUBIC).save(lq / path.name)
+    out = tmp_path / "out"
+    assert run([f"bundle={tmp_path / 'tiny.ckpt'}", f"lq={lq}", f"hr={hr}", f"output={out}", "metrics=[psnr,ssim]",
+                "device=cpu"]) == 0  # fmt: skip
+    assert [Image.open(p).size for p in sorted((out / "sr").iterdir())] == [(80, 64), (80, 64)]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["protocol"]["images_evaluated"] == 2 and "ours (tiny.ckpt)" in (out / "results.md").read_text()
