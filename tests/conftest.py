@@ -36,6 +36,8 @@ def compose():
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
+    import d3sr  # noqa: F401  (registers the config resolvers, e.g. optimizer_steps)
+
     def _compose(overrides=(), config_name="train", return_hydra_config=False):
         GlobalHydra.instance().clear()
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):

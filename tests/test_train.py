@@ -69,12 +69,24 @@ def test_cfg_job_prints_the_resolved_recipe(tmp_path):
 
 
 def test_missing_weights_exit_2_with_one_message(tmp_path):
+    from torchvision.models.vgg import cfgs, make_layers
+
+    vgg = tmp_path / "vgg16.pth"  # present, so the first missing file is the generator's base model
+    torch.save({f"features.{k}": v for k, v in make_layers(cfgs["D"]).state_dict().items()}, vgg)
+    env = {"D3SR_SD21": str(tmp_path / "no-sd21"), "D3SR_CACHE": str(tmp_path / "cache"), "D3SR_VGG16": str(vgg)}
     result = run_cli("-m", "d3sr.train", "experiment=sdxl_disc", f"paths.log_dir={tmp_path / 'logs'}", cwd=tmp_path,
-                     env={"D3SR_SD21": str(tmp_path / "no-sd21"), "D3SR_CACHE": str(tmp_path / "cache")})  # fmt: skip
+                     env=env)  # fmt: skip
     assert result.returncode == 2, result.stderr[-2000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "no-sd21" in errors[0] and "Traceback" not in result.stderr
     assert "D3SR_SD21" in result.stderr
+
+
+def test_missing_vgg16_for_dists_exit_2_with_one_message(tmp_path):
+    result = run_cli("-m", "d3sr.train", "experiment=sdxl_disc", f"paths.log_dir={tmp_path / 'logs'}", cwd=tmp_path,
+                     env={"D3SR_VGG16": str(tmp_path / "missing.pth")})  # fmt: skip
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "error: ImageNet VGG16 weights for DISTS not found" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_unknown_key_is_named(tmp_path):

@@ -80,22 +80,26 @@ def pretrained(
     revision: str | None = None,
     dtype: str = "float32",
     env_var: str = "D3SR_SD21",
+    embeds: dict[str, torch.Tensor] | None = None,
 ) -> Backbone:
     """Load a diffusers Stable Diffusion folder or hub id: UNet, scheduler, (VAE), and the fixed embeddings.
 
     kind: 'sd' (SD 1.5 / 2.1, one text encoder) or 'sdxl' (two encoders, pooled embedding, time ids).
+    embeds: the fixed embeddings when already known (checkpoints and bundles carry them): no text encoder is loaded.
     Raises D3SRError with instructions when the weights are not found.
     """
     check_choice("kind", kind, ("sd", "sdxl"))
     torch_dtype = parse_dtype(dtype)
     local_files_only = local_files_only or os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
     subfolders = ["unet", "scheduler"] + (["vae"] if with_vae else [])
-    subfolders += ["text_encoder", "tokenizer"] + (["text_encoder_2", "tokenizer_2"] if kind == "sdxl" else [])
+    if embeds is None:
+        subfolders += ["text_encoder", "tokenizer"] + (["text_encoder_2", "tokenizer_2"] if kind == "sdxl" else [])
     what = "SDXL" if kind == "sdxl" else "Stable Diffusion"
     kwargs = {"local_files_only": local_files_only, "revision": revision}
     try:
         scheduler = DDPMScheduler.from_pretrained(model, subfolder="scheduler", **kwargs)
-        embeds = empty_prompt_embeds(model, kind, embeds_cache, local_files_only, revision)
+        if embeds is None:
+            embeds = empty_prompt_embeds(model, kind, embeds_cache, local_files_only, revision)
         unet = UNet2DConditionModel.from_pretrained(model, subfolder="unet", torch_dtype=torch_dtype, **kwargs)
         vae = (
             AutoencoderKL.from_pretrained(model, subfolder="vae", torch_dtype=torch_dtype, **kwargs)

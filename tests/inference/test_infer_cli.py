@@ -1,0 +1,141 @@
+"""`python -m d3sr.infer`: input kinds, atomic PNG outputs, untouched inputs, unreadable files and exit codes."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from d3sr.cli import run_reporting_errors
+from d3sr.infer import infer, read_input
+
+
+def run_cli(compose, *overrides: str) -> int:
+    """d3sr.infer's entry point (conf/infer.yaml + overrides, user errors → status 2) in this process."""
+    cfg = compose(list(overrides), config_name="infer")
+    try:
+        return run_reporting_errors(infer, cfg)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+
+
+def digest(folder) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    """A folder with an RGB JPEG, a gray PNG, an RGBA PNG, 16-bit PNG and TIFF, an EXIF-rotated JPEG."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (6, 9, 3), dtype=np.uint8)).save(folder / "rgb.jpg")
+    Image.fromarray(rng.integers(0, 256, (5, 7), dtype=np.uint8)).save(folder / "gray.png")
+    rgba = rng.integers(0, 256, (4, 6, 4), dtype=np.uint8)
+    rgba[..., 3] = 255
+    rgba[0, 0] = (0, 0, 0, 0)  # a fully transparent black pixel
+    Image.fromarray(rgba, "RGBA").save(folder / "rgba.png")
+    deep = (rng.random((5, 6)) * 65535).astype(np.uint16)
+    Image.fromarray(deep).save(folder / "deep16.png")
+    Image.fromarray(deep).save(folder / "deep16_tiff.tif")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90° clockwise to display
+    Image.fromarray(rng.integers(0, 256, (4, 10, 3), dtype=np.uint8)).save(folder / "rotated.jpg", exif=exif.tobytes())
+    (folder / "notes.txt").write_text("not an image, not an input")
+    return folder
+
+
+def test_readers_handle_gray_alpha_16_bit_and_exif(inputs):
+    gray, _ = read_input(inputs / "gray.png")
+    assert gray.shape == (3, 5, 7) and torch.equal(gray[0], gray[1])
+    white, none = read_input(inputs / "rgba.png")
+    assert none is None and torch.equal(white[:, 0, 0], torch.ones(3))  # transparent → white
+    rgb, alpha = read_input(inputs / "rgba.png", alpha="keep")
+    assert alpha.shape == (1, 4, 6) and alpha[0, 0, 0] == 0 and torch.equal(rgb[:, 0, 0], torch.zeros(3))
+    deep, _ = read_input(inputs / "deep16.png")
+    expected = torch.from_numpy(np.asarray(Image.open(inputs / "deep16.png")).astype(np.float32) / 65535)
+    torch.testing.assert_close(deep[0], expected)
+    torch.testing.assert_close(read_input(inputs / "deep16_tiff.tif")[0], deep)
+    assert read_input(inputs / "rotated.jpg")[0].shape == (3, 10, 4)  # stored 4×10, displayed 10×4
+
+
+def test_folder_is_upscaled_to_pngs_and_left_untouched(trained, inputs, tmp_path, compose, capsys):
+    before = digest(inputs)
+    out = tmp_path / "out"
+    code = run_cli(compose, f"bundle={trained.bundle}", f"input={inputs}", f"output={out}", "device=cpu",
+                   "alpha=keep")  # fmt: skip
+    assert code == 0
+    assert digest(inputs) == before
+    sizes = {p.name: Image.open(p).size for p in out.iterdir()}
+    assert sizes == {"rgb.png": (36, 24), "gray.png": (28, 20), "rgba.png": (24, 16), "deep16.png": (24, 20),
+                     "deep16_tiff.png": (24, 20), "rotated.png": (16, 40)}  # fmt: skip
+    assert Image.open(out / "rgba.png").mode == "RGBA" and Image.open(out / "rgb.png").mode == "RGB"
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
+    summary = capsys.readouterr().out
+    assert f"→ {out}" in summary and "s/image" in summary
+
+
+def test_collisions_and_the_input_folder_are_refused(trained, inputs, tmp_path, compose, capsys):
+    # deep16.png and deep16.tif would both become deep16.png.
+    (inputs / "deep16_tiff.tif").rename(inputs / "deep16.tif")
+    assert run_cli(compose, f"bundle={trained.bundle}", f"input={inputs}", f"output={tmp_path / 'o'}") == 2
+    assert "would both be written" in capsys.readouterr().err
+    (inputs / "deep16.tif").unlink()
+    before = digest(inputs)
+    assert run_cli(compose, f"bundle={trained.bundle}", f"input={inputs}", f"output={inputs}") == 2
+    assert "input folder" in capsys.readouterr().err
+    single = inputs / "gray.png"
+    assert run_cli(compose, f"bundle={trained.bundle}", f"input={single}", f"output={inputs}") == 2
+    assert "overwrite an input" in capsys.readouterr().err
+    assert digest(inputs) == before
+
+
+def test_unreadable_files_are_skipped_with_status_1(trained, tmp_path, compose, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.new("RGB", (4, 4), "blue").save(folder / "good.png")
+    (folder / "broken.png").write_bytes(b"\x89PNG not really")
+    code = run_cli(compose, f"bundle={trained.bundle}", f"input={folder}", f"output={tmp_path / 'out'}")
+    captured = capsys.readouterr()
+    assert code == 1 and "broken.png" in captured.err and "1 unreadable file skipped" in captured.out
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["good.png"]
+
+
+def test_one_unreadable_file_is_an_error_with_status_2(trained, tmp_path):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"garbage")
+    result = subprocess.run(
+        [sys.executable, "-m", "d3sr.infer", f"bundle={trained.bundle}", f"input={bad}", f"output={tmp_path / 'o'}",
+         "device=cpu"], capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: cannot read") and "Traceback" not in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.jpg"]  # nothing written, no Hydra run folder
+
+
+def test_embedded_photos_come_back_at_their_size(trained, tmp_path, compose):
+    out = tmp_path / "demo"
+    code = run_cli(compose, f"bundle={trained.checkpoint}", "input=embedded", f"output={out}", "tile.size=0",
+                   "color_fix=wavelet")  # fmt: skip
+    assert code == 0
+    assert Image.open(out / "chelsea.png").size == (448, 300)  # 451×300 cropped to multiples of 4
+    assert len(list(out.iterdir())) == 5
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("color_fix=hist", "color_fix"),
+        ("tile.size=100", "tile.size"),
+        ("precision=fp8", "precision"),
+        ("alpha=black", "alpha"),
+    ],
+)
+def test_bad_options_name_the_option(trained, tmp_path, compose, capsys, override, message):
+    code = run_cli(compose, f"bundle={trained.bundle}", "input=embedded", f"output={tmp_path}", override)
+    assert code == 2 and message in capsys.readouterr().err
