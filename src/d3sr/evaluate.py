@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 
 from d3sr.cli import run_reporting_errors
 from d3sr.config import D3SRError, check_choice, check_positive
+from d3sr.evaluation.report import regular_file_mode
 
 log = logging.getLogger("d3sr.evaluate")
 
@@ -67,6 +68,7 @@ def super_resolve_folder(bundle: str, lq_dir: Path, out_dir: Path, device: str, 
         os.close(fd)
         try:
             sr.save(tmp)
+            os.chmod(tmp, regular_file_mode())
             os.replace(tmp, out_dir / f"{stem}.png")
         finally:
             Path(tmp).unlink(missing_ok=True)

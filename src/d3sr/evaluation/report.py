@@ -18,6 +18,13 @@ from pathlib import Path
 from d3sr.evaluation.metrics import METRICS, Evaluation
 
 
+def regular_file_mode() -> int:
+    """Permissions a plainly created file gets (0o666 minus the umask); mkstemp's files start at 0o600."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def write_atomic(path: str | Path, text: str) -> Path:
     """Write `text` to `path` through a temporary file and a rename; returns the path."""
     path = Path(path)
@@ -26,6 +33,7 @@ def write_atomic(path: str | Path, text: str) -> Path:
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
             handle.write(text)
+        os.chmod(tmp, regular_file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
