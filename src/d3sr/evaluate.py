@@ -9,17 +9,15 @@ conf/evaluate.yaml for every option.
 from __future__ import annotations
 
 import logging
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
+from d3sr.atomic_files import write_atomically
 from d3sr.cli import run_reporting_errors
 from d3sr.config import D3SRError, check_choice, check_positive
-from d3sr.evaluation.report import regular_file_mode
 
 log = logging.getLogger("d3sr.evaluate")
 
@@ -63,15 +61,7 @@ def super_resolve_folder(bundle: str, lq_dir: Path, out_dir: Path, device: str, 
         with Image.open(path) as image:
             lq = ImageOps.exif_transpose(image).convert("RGB")
         (sr,) = pipe([lq])
-        # Atomic write: a temporary file beside the target, then a rename.
-        fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=".png", dir=out_dir)
-        os.close(fd)
-        try:
-            sr.save(tmp)
-            os.chmod(tmp, regular_file_mode())
-            os.replace(tmp, out_dir / f"{stem}.png")
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        write_atomically(out_dir / f"{stem}.png", lambda temporary, sr=sr: sr.save(temporary, format="PNG"))
     return out_dir
 
 

@@ -12,7 +12,6 @@ exit status is then 1 (2 when the only named file is unreadable, and for every s
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -26,11 +25,12 @@ from omegaconf import DictConfig
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
+from d3sr.atomic_files import write_atomically
 from d3sr.cli import run_reporting_errors
 from d3sr.config import D3SRError, check_choice
-from d3sr.data.datasets import IMAGE_EXTENSIONS, embedded_photo
+from d3sr.data.datasets import IMAGE_EXTENSIONS, embedded_photo, pil_to_tensor, to_uint8
 from d3sr.inference.color_fix import COLOR_FIXES
-from d3sr.inference.pipeline import D3SRPipeline, pil_to_tensor
+from d3sr.inference.pipeline import D3SRPipeline
 from d3sr.inference.tiling import SCALE, check_tiling, upsample
 
 log = logging.getLogger("d3sr.infer")
@@ -91,15 +91,10 @@ def embedded_lq(name: str) -> torch.Tensor:
 
 
 def write_png(image: torch.Tensor, path: Path) -> None:
-    """Save (3 or 4, H, W) in [0, 1] as an 8-bit PNG: written to a temporary file, then renamed over `path`."""
-    array = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    """Save (3 or 4, H, W) in [0, 1] as an 8-bit PNG, atomically."""
+    array = to_uint8(image)
     mode = "RGBA" if array.shape[-1] == 4 else "RGB"
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        Image.fromarray(array, mode).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomically(path, lambda temporary: Image.fromarray(array, mode).save(temporary, format="PNG"))
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -27,9 +26,10 @@ from torch.utils.data import default_collate
 from tqdm import tqdm
 
 import d3sr
+from d3sr.atomic_files import write_atomically
 from d3sr.cli import run_reporting_errors
 from d3sr.config import D3SRError
-from d3sr.data.datasets import EMBEDDED_TRAIN, EMBEDDED_VAL, IMAGE_EXTENSIONS, embedded_photo, read_image
+from d3sr.data.datasets import EMBEDDED_TRAIN, EMBEDDED_VAL, IMAGE_EXTENSIONS, embedded_photo, read_image, to_uint8
 
 log = logging.getLogger("d3sr.synth")
 
@@ -59,22 +59,6 @@ def output_name(relative: str) -> str:
 def image_rng(seed: int, relative: str) -> np.random.Generator:
     """The generator of one image's degradation: from the seed and a stable hash of its relative name."""
     return np.random.default_rng([seed, zlib.crc32(relative.encode("utf-8"))])
-
-
-def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through a temporary file in the same folder, then rename it over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
-def to_uint8(image: torch.Tensor) -> np.ndarray:
-    """(3, H, W) in [0, 1] → (H, W, 3) uint8."""
-    return (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
 
 @torch.no_grad()

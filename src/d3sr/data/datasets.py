@@ -42,13 +42,22 @@ def to_tensor(image: Image.Image | np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1))).clamp_(0, 1)
 
 
+def pil_to_tensor(image: Image.Image) -> torch.Tensor:
+    """(3, H, W) float32 in [0, 1] from a PIL image: gray → RGB, 16-bit scaled, alpha dropped."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        return to_tensor(np.asarray(image).astype(np.uint16))
+    return to_tensor(image.convert("RGB"))
+
+
+def to_uint8(image: torch.Tensor) -> np.ndarray:
+    """(C, H, W) in [0, 1] → (H, W, C) uint8 (rounded), the inverse of to_tensor for 8-bit images."""
+    return (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
 def read_image(path: str | Path) -> torch.Tensor:
     """Decode an image file to (3, H, W) in [0, 1], honouring EXIF orientation. Raises OSError if unreadable."""
     with Image.open(path) as image:
-        image = ImageOps.exif_transpose(image)
-        if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-            return to_tensor(np.asarray(image).astype(np.uint16))
-        return to_tensor(image.convert("RGB"))
+        return pil_to_tensor(ImageOps.exif_transpose(image))
 
 
 class ImageFiles(Dataset):

@@ -11,34 +11,15 @@ import csv
 import io
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
+from d3sr.atomic_files import write_atomically
 from d3sr.evaluation.metrics import METRICS, Evaluation
 
 
-def regular_file_mode() -> int:
-    """Permissions a plainly created file gets (0o666 minus the umask); mkstemp's files start at 0o600."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
 def write_atomic(path: str | Path, text: str) -> Path:
-    """Write `text` to `path` through a temporary file and a rename; returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-        os.chmod(tmp, regular_file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write `text` to `path` atomically (UTF-8, newlines as given); returns the path."""
+    return write_atomically(path, lambda temporary: temporary.write_text(text, encoding="utf-8", newline=""))
 
 
 def json_number(value):

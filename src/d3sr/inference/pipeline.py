@@ -18,14 +18,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from hydra.utils import instantiate
 from PIL import Image
 from safetensors.torch import load_file
 
 from d3sr.config import D3SRError, check_choice
-from d3sr.data.datasets import to_tensor
+from d3sr.data.datasets import pil_to_tensor, to_uint8
 from d3sr.inference.color_fix import COLOR_FIXES
 from d3sr.inference.color_fix import color_fix as apply_color_fix
 from d3sr.inference.tiling import check_tiling, pad_to_multiple, run_generator, upsample
@@ -245,17 +244,9 @@ class D3SRPipeline:
 # Images.
 
 
-def pil_to_tensor(image: Image.Image) -> torch.Tensor:
-    """(3, H, W) float32 in [0, 1] from a PIL image: gray → RGB, 16-bit scaled, alpha dropped (see d3sr.infer)."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        return to_tensor(np.asarray(image).astype(np.uint16))
-    return to_tensor(image.convert("RGB"))
-
-
 def tensor_to_pil(image: torch.Tensor) -> Image.Image:
     """8-bit RGB PIL image from (3, H, W) in [0, 1]."""
-    array = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-    return Image.fromarray(array, "RGB")
+    return Image.fromarray(to_uint8(image), "RGB")
 
 
 # ------------------------------------------------------------------------------------------------------------------
