@@ -15,7 +15,6 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from d3sr.atomic_files import write_atomically
 from d3sr.cli import run_reporting_errors
 from d3sr.config import D3SRError, check_choice, check_positive
 
@@ -42,12 +41,17 @@ def _check_output(output: Path, inputs: dict[str, Path | None]) -> None:
             )
 
 
-def super_resolve_folder(bundle: str, lq_dir: Path, out_dir: Path, device: str, dtype: str, progress: bool) -> Path:
-    """Run D3SRPipeline from `bundle` on every image of `lq_dir`; save PNGs named by stem in `out_dir`."""
-    from PIL import Image, ImageOps
+def super_resolve_folder(
+    bundle: str, lq_dir: Path, out_dir: Path, device: str, dtype: str, progress: bool, **options
+) -> Path:
+    """Run D3SRPipeline from `bundle` on every image of `lq_dir`; save PNGs named by stem in `out_dir`.
+
+    options: tile_size, tile_overlap, color_fix of D3SRPipeline.super_resolve.
+    """
     from tqdm import tqdm
 
     from d3sr.evaluation.metrics import list_images, resolve_device
+    from d3sr.infer import UNREADABLE, read_input, write_png
     from d3sr.models.loading import parse_dtype
 
     try:
@@ -58,10 +62,12 @@ def super_resolve_folder(bundle: str, lq_dir: Path, out_dir: Path, device: str, 
     pipe = D3SRPipeline.from_pretrained(bundle, device=str(resolve_device(device)), dtype=parse_dtype(dtype))
     out_dir.mkdir(parents=True, exist_ok=True)
     for stem, path in tqdm(images.items(), desc="super-resolving", disable=not progress):
-        with Image.open(path) as image:
-            lq = ImageOps.exif_transpose(image).convert("RGB")
-        (sr,) = pipe([lq])
-        write_atomically(out_dir / f"{stem}.png", lambda temporary, sr=sr: sr.save(temporary, format="PNG"))
+        # The same reading as d3sr.infer: EXIF orientation, 16-bit scaled, transparency composited on white.
+        try:
+            lq, _ = read_input(path)
+        except UNREADABLE as error:
+            raise D3SRError(f"cannot read the LQ image {path}: {error}") from error
+        write_png(pipe.super_resolve(lq[None], **options)[0], out_dir / f"{stem}.png")
     return out_dir
 
 
@@ -97,6 +103,12 @@ def evaluate_run(cfg: DictConfig, metrics: list[str]) -> int:
         for key, choices in (("color", ("y", "rgb")), ("align", ("error", "crop")), ("images", ("whole", "crops"))):
             check_choice(key, cfg[key], choices)
         check_positive("crop_border", int(cfg.crop_border), allow_zero=True)
+        if cfg.get("bundle"):
+            from d3sr.inference.color_fix import COLOR_FIXES
+            from d3sr.inference.tiling import check_tiling
+
+            check_choice("color_fix", cfg.color_fix, COLOR_FIXES)
+            check_tiling(int(cfg.tile.size), int(cfg.tile.overlap))
     except ValueError as error:
         raise D3SRError(str(error)) from error
     compare = cfg.get("compare")
@@ -124,9 +136,15 @@ def evaluate_run(cfg: DictConfig, metrics: list[str]) -> int:
                 f"got name={name!r}"
             )
 
+    inference = None
     if bundle:
-        log.info("Super-resolving %s with %s", lq_dir, bundle)
-        sr_dir = super_resolve_folder(str(bundle), lq_dir, output / "sr", cfg.device, cfg.dtype, cfg.progress)
+        inference = {"tile_size": int(cfg.tile.size), "tile_overlap": int(cfg.tile.overlap),
+                     "color_fix": cfg.color_fix}  # fmt: skip
+        settings = ", ".join(f"{key}={value}" for key, value in inference.items())
+        log.info("Super-resolving %s with %s (%s)", lq_dir, bundle, settings)
+        sr_dir = super_resolve_folder(
+            str(bundle), lq_dir, output / "sr", cfg.device, cfg.dtype, cfg.progress, **inference
+        )
     evaluation = evaluate_folders(
         sr_dir, hr_dir, metrics, crop_border=int(cfg.crop_border), color=cfg.color, align=cfg.align,
         device=cfg.device, test_set=name, images=cfg.images, progress=bool(cfg.progress),
@@ -137,7 +155,8 @@ def evaluate_run(cfg: DictConfig, metrics: list[str]) -> int:
         paper_label = f"D³SR, paper Table 1 ({paper.paper_test_set(name)}, {paper.TABLE1_PROTOCOL})"
         if cfg.images != "whole":
             evaluation.notes.append("the paper's numbers are on whole images; these folders hold crops")
-    extra = {"sr": str(sr_dir), "hr": str(hr_dir) if hr_dir else None, "bundle": str(bundle) if bundle else None}
+    extra = {"sr": str(sr_dir), "hr": str(hr_dir) if hr_dir else None, "bundle": str(bundle) if bundle else None,
+             "inference": inference and {**inference, "dtype": cfg.dtype}}  # fmt: skip
     paths = write_reports(evaluation, output, label, paper_row, paper_label, extra)
     print(paths["markdown"].read_text(encoding="utf-8"))
     log.info("Reports: %s", ", ".join(str(p) for p in paths.values()))

@@ -138,7 +138,7 @@ def test_check_weights_exit_status(run, empty_hub, with_random_hub, capsys, monk
 
 
 class BicubicPipeline:
-    """Stands in for D3SRPipeline: ×4 bicubic upscaling, same call convention (list of PIL images in, list out)."""
+    """Stands in for D3SRPipeline: ×4 bicubic upscaling, same call convention ((B, 3, h, w) in [0, 1] in and out)."""
 
     loaded_with = None
 
@@ -147,11 +147,14 @@ class BicubicPipeline:
         cls.loaded_with = (path, device, dtype)
         return cls()
 
-    def __call__(self, images):
-        return [image.resize((image.width * 4, image.height * 4), Image.BICUBIC) for image in images]
+    def super_resolve(self, lq, **options):
+        import torch.nn.functional as F
+
+        BicubicPipeline.options = options
+        return F.interpolate(lq, scale_factor=4, mode="bicubic", align_corners=False).clamp(0, 1)
 
 
-def test_bundle_runs_inference_then_evaluates(run, tmp_path, monkeypatch):
+def test_bundle_runs_inference_then_evaluates(run, tmp_path, monkeypatch, capsys):
     # The plumbing (LR folder → pipeline → output/sr → metrics) with a stand-in pipeline module.
     module = types.ModuleType("d3sr.inference.pipeline")
     module.D3SRPipeline = BicubicPipeline
@@ -163,11 +166,41 @@ def test_bundle_runs_inference_then_evaluates(run, tmp_path, monkeypatch):
         Image.open(path).resize((20, 16), Image.BICUBIC).save(lq / path.name)
     out = tmp_path / "out"
     assert run([f"bundle={tmp_path / 'bundle'}", f"lq={lq}", f"hr={hr}", f"output={out}", "metrics=[psnr,ssim]",
-                "device=cpu"]) == 0  # fmt: skip
+                "device=cpu", "tile.size=0", "color_fix=none"]) == 0  # fmt: skip
     assert BicubicPipeline.loaded_with[1] == "cpu"
+    assert BicubicPipeline.options == {"tile_size": 0, "tile_overlap": 128, "color_fix": "none"}
     assert sorted(p.name for p in (out / "sr").iterdir()) == ["astronaut.png", "chelsea.png", "coffee.png"]
     summary = json.loads((out / "summary.json").read_text())
     assert 15 < summary["means"]["psnr"] < 40 and summary["bundle"] == str(tmp_path / "bundle")
+    assert summary["inference"] == {**BicubicPipeline.options, "dtype": "float32"}
+
+    # Inference options are checked before anything runs, naming the key (exit status 2).
+    for bad in ("tile.size=100", "color_fix=sharpen"):
+        with pytest.raises(SystemExit) as exit_info:
+            run([f"bundle={tmp_path / 'bundle'}", f"lq={lq}", f"hr={hr}", f"output={tmp_path / 'o2'}", bad])
+        assert exit_info.value.code == 2
+        assert bad.split("=")[0] in capsys.readouterr().err
+    assert not (tmp_path / "o2").exists()
+
+
+def test_bundle_reads_lq_images_as_infer_does(run, tmp_path, monkeypatch):
+    # 16-bit gray and transparent LQ images: scaled to [0, 1] and composited on white, not clipped or dropped.
+    import numpy as np
+
+    module = types.ModuleType("d3sr.inference.pipeline")
+    module.D3SRPipeline = BicubicPipeline
+    monkeypatch.setitem(sys.modules, "d3sr.inference.pipeline", module)
+    lq, hr = tmp_path / "lq", tmp_path / "hr"
+    lq.mkdir(), hr.mkdir()
+    Image.fromarray(np.full((16, 20), 128 * 257, dtype=np.uint16)).save(lq / "deep.png")  # 16-bit mid-gray
+    Image.new("RGBA", (20, 16), (0, 0, 0, 0)).save(lq / "clear.png")  # fully transparent → white
+    for name in ("deep", "clear"):
+        Image.new("RGB", (80, 64), (128, 128, 128)).save(hr / f"{name}.png")
+    out = tmp_path / "out"
+    assert run([f"bundle={tmp_path / 'bundle'}", f"lq={lq}", f"hr={hr}", f"output={out}", "metrics=[psnr]",
+                "device=cpu"]) == 0  # fmt: skip
+    assert np.unique(np.asarray(Image.open(out / "sr" / "deep.png"))).tolist() == [128]
+    assert np.unique(np.asarray(Image.open(out / "sr" / "clear.png"))).tolist() == [255]
 
 
 def test_bundle_end_to_end_with_a_tiny_checkpoint(run, compose, tmp_path, monkeypatch):

@@ -10,9 +10,12 @@ overlap/8. Along each side, tiles start every `tile_size − tile_overlap` pixel
 with the border; a side that fits in one tile is not split, so `tile_size` only takes effect on images larger than
 it, and `tile_size = 0` runs every stage on the whole image.
 
-Tiling is not exactly equivalent to one pass: the VAE's GroupNorm layers normalise with statistics of what they see,
-and its middle block (and the UNet's attention) attend to the whole input; on a tile they see only the tile. The
-Gaussian blend makes tile boundaries smooth; the remaining difference is measured in tests/inference/test_tiling.py.
+Tiling is not exactly equivalent to one pass: the GroupNorm layers normalise with statistics of what they see,
+and the attention layers (the VAE's middle block, the UNet's transformer blocks) attend to what they see; on a tile
+that is the tile. Synchronising GroupNorm statistics across tiles would need all tiles' activations at once, which
+gives up the memory bound, so each tile is normalised on its own. bench/tiling.py measures the difference per tile
+setting and per stage; tests/inference/test_tiling.py bounds it and checks that the blend is exact for local
+operations.
 """
 
 from __future__ import annotations
