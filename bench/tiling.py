@@ -23,7 +23,7 @@ import torch
 
 from d3sr.infer import embedded_lq
 from d3sr.inference.pipeline import D3SRPipeline
-from d3sr.inference.tiling import LATENT_FACTOR, check_tiling, pad_to_multiple, tile_count, tiled, upsample
+from d3sr.inference.tiling import STAGES, check_tiling, pad_to_multiple, run_generator, tile_count, upsample
 from d3sr.models.generator import OneStepGenerator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -33,17 +33,12 @@ PHOTOS = ("astronaut", "rocket", "coffee", "chelsea")
 
 
 @torch.inference_mode()
-def sr_stages(generator: OneStepGenerator, lq: torch.Tensor, tiles: tuple[int, int, int], overlap: int):
-    """SR (B, 3, 4h, 4w) in [0, 1], no colour fix, with per-stage tile sizes (encode, UNet, decode; 0 = whole)."""
+def sr_stages(generator: OneStepGenerator, lq: torch.Tensor, tile: int, overlap: int, stages=STAGES):
+    """SR (B, 3, 4h, 4w) in [0, 1] as D3SRPipeline.super_resolve without colour fix, tiling only `stages`."""
     up = upsample(lq)
     height, width = up.shape[-2:]
-    image = pad_to_multiple(up) * 2 - 1
-    encode, unet, decode = tiles
-    latent_overlap = overlap // LATENT_FACTOR
-    z_lq = tiled(generator.encode, image, encode, overlap if encode else 0)
-    z_sr = tiled(generator.denoise, z_lq, unet // LATENT_FACTOR, latent_overlap if unet else 0)
-    sr = tiled(generator.decode, z_sr, decode // LATENT_FACTOR, latent_overlap if decode else 0)
-    return ((sr.clamp(-1, 1)[..., :height, :width] + 1) / 2).clamp(0, 1)
+    sr = run_generator(generator, pad_to_multiple(up) * 2 - 1, tile, overlap, tiled_stages=stages)
+    return ((sr[..., :height, :width] + 1) / 2).clamp(0, 1)
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -92,18 +87,18 @@ def main() -> None:
         if not crops:
             raise SystemExit(f"no photo among {args.photos} is large enough for a {size}² output")
         start = time.perf_counter()
-        wholes = [sr_stages(generator, lq, (0, 0, 0), 0) for lq in crops]
+        wholes = [sr_stages(generator, lq, 0, 0) for lq in crops]
         for tile, overlap in args.tiles:
             if tile >= size:
                 continue  # one tile: exactly the untiled output
-            outputs = [sr_stages(generator, lq, (tile, tile, tile), overlap) for lq in crops]
+            outputs = [sr_stages(generator, lq, tile, overlap) for lq in crops]
             mean = mean_abs_diff(outputs, wholes)
             peak = max((o - w).abs().max().item() for o, w in zip(outputs, wholes))
             quality = sum(psnr(o, w) for o, w in zip(outputs, wholes)) / len(crops)
             # One stage tiled at a time, the others on the whole image.
             stages = [
-                mean_abs_diff([sr_stages(generator, lq, tiles, overlap) for lq in crops], wholes)
-                for tiles in ((tile, 0, 0), (0, tile, 0), (0, 0, tile))
+                mean_abs_diff([sr_stages(generator, lq, tile, overlap, (stage,)) for lq in crops], wholes)
+                for stage in STAGES
             ]
             tiles = tile_count(size, size, tile, overlap)
             print(f"| {size}² | {len(crops)} | {tile}/{overlap} | {tiles} | {mean:.4f} | {peak:.3f} | {quality:.1f} | "

@@ -191,7 +191,8 @@ def test_bundle_reads_lq_images_as_infer_does(run, tmp_path, monkeypatch):
     module.D3SRPipeline = BicubicPipeline
     monkeypatch.setitem(sys.modules, "d3sr.inference.pipeline", module)
     lq, hr = tmp_path / "lq", tmp_path / "hr"
-    lq.mkdir(), hr.mkdir()
+    lq.mkdir()
+    hr.mkdir()
     Image.fromarray(np.full((16, 20), 128 * 257, dtype=np.uint16)).save(lq / "deep.png")  # 16-bit mid-gray
     Image.new("RGBA", (20, 16), (0, 0, 0, 0)).save(lq / "clear.png")  # fully transparent → white
     for name in ("deep", "clear"):

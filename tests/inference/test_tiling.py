@@ -50,6 +50,16 @@ def test_one_tile_is_exactly_the_untiled_generator(trained):
     assert torch.equal(run_generator(trained.generator, image, tile_size=96, tile_overlap=32), expected)
 
 
+def test_tiled_stages_choose_what_is_tiled(trained):
+    image = torch.rand(1, 3, 128, 96) * 2 - 1
+    whole = run_generator(trained.generator, image)
+    assert torch.equal(run_generator(trained.generator, image, 64, 32, tiled_stages=()), whole)
+    decode_only = run_generator(trained.generator, image, 64, 32, tiled_stages=("decode",))
+    assert not torch.equal(decode_only, whole)
+    with pytest.raises(ValueError, match="tiled_stages"):
+        run_generator(trained.generator, image, 64, 32, tiled_stages=("unet",))
+
+
 def test_tiled_output_stays_close_to_untiled_without_seams(pipe):
     from d3sr.infer import embedded_lq
 

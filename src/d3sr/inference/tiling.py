@@ -107,23 +107,38 @@ def tiled(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tile: int
     return out / weight
 
 
+STAGES = ("encode", "denoise", "decode")
+
+
 @torch.no_grad()
-def run_generator(generator: OneStepGenerator, image: torch.Tensor, tile_size: int = 0, tile_overlap: int = 0):
+def run_generator(
+    generator: OneStepGenerator,
+    image: torch.Tensor,
+    tile_size: int = 0,
+    tile_overlap: int = 0,
+    tiled_stages: tuple[str, ...] = STAGES,
+):
     """SR image (float32, [-1, 1]) from `image` (B, 3, H, W) in [-1, 1] with H, W multiples of 8.
 
     The three stages of OneStepGenerator (encode, denoise, decode) each run on tiles of `tile_size` output pixels
     (latent tiles of tile_size/8 for the UNet and the decoder); tile_size = 0 is one pass per stage, exactly
-    generator(image)[0].
+    generator(image)[0]. tiled_stages: the stages that are tiled, the others run on the whole input (all by
+    default; one at a time shows which stage a tiled/untiled difference comes from, see bench/tiling.py).
     """
     check_tiling(tile_size, tile_overlap)
+    if unknown := set(tiled_stages) - set(STAGES):
+        raise ValueError(f"tiled_stages must be among {STAGES}, got {sorted(unknown)}")
     if image.shape[-1] % LATENT_FACTOR or image.shape[-2] % LATENT_FACTOR:
         raise ValueError(f"image height and width must be multiples of 8, got {tuple(image.shape[-2:])}")
+
+    def tiles(stage: str, factor: int) -> tuple[int, int]:
+        return (tile_size // factor, tile_overlap // factor) if stage in tiled_stages else (0, 0)
+
     unet_dtype = generator.unet.dtype
-    latent_tile, latent_overlap = tile_size // LATENT_FACTOR, tile_overlap // LATENT_FACTOR
     # VAE encode on pixel tiles, one UNet call per latent tile, VAE decode on latent tiles.
-    z_lq = tiled(generator.encode, image.to(generator.vae.dtype), tile_size, tile_overlap)
-    z_sr = tiled(lambda z: generator.denoise(z.to(unet_dtype)), z_lq, latent_tile, latent_overlap)
-    return tiled(generator.decode, z_sr, latent_tile, latent_overlap).clamp(-1, 1)
+    z_lq = tiled(generator.encode, image.to(generator.vae.dtype), *tiles("encode", 1))
+    z_sr = tiled(lambda z: generator.denoise(z.to(unet_dtype)), z_lq, *tiles("denoise", LATENT_FACTOR))
+    return tiled(generator.decode, z_sr, *tiles("decode", LATENT_FACTOR)).clamp(-1, 1)
 
 
 def tile_count(height: int, width: int, tile_size: int, tile_overlap: int) -> int:
