@@ -21,12 +21,11 @@ import time
 
 import torch
 
-from d3sr.inference.pipeline import D3SRPipeline, fuse_lora
+from d3sr.inference import D3SRPipeline, InferenceOptions
 from d3sr.inference.tiling import tile_count
 from d3sr.models.generator import OneStepGenerator
 from d3sr.models.loading import Backbone, meta
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+from d3sr.models.saved_generator import fuse_lora
 
 
 def random_generator(device: str) -> OneStepGenerator:
@@ -125,7 +124,9 @@ def gib(n: int) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtypes", nargs="+", choices=sorted(DTYPES), help="default: fp32 bf16 (CUDA), fp32 (CPU)")
+    parser.add_argument(
+        "--dtypes", nargs="+", choices=["fp32", "bf16", "fp16"], help="default: fp32 bf16 (CUDA), fp32 (CPU)"
+    )
     parser.add_argument("--output", type=int, default=None, help="timed output side (default 512; 256 with --quick)")
     parser.add_argument("--sizes", type=int, nargs="+", help="output sides for the tiled memory table")
     parser.add_argument("--tile", type=int, default=None, help="tile.size for tiled runs (default 512; CPU 256)")
@@ -159,7 +160,7 @@ def main() -> None:
     # Speed and memory for one output size: each dtype, untiled and tiled.
     rows = []
     for dtype_name in dtypes:
-        pipe = D3SRPipeline(generator, tile_size=0, tile_overlap=0).to(device, DTYPES[dtype_name])
+        pipe = D3SRPipeline(generator, InferenceOptions(tile_size=0, tile_overlap=0)).to(device, dtype_name)
         for label, (t, o) in (("untiled", (0, 0)), ("tiled", (tile, overlap))):
             result = measure(pipe, output, t, o, repeats, warmup)
             tiles = tile_count(output, output, t, o)
@@ -171,7 +172,7 @@ def main() -> None:
         print(f"| {dtype_name} {label} | {tiles} | {r['seconds']:.2f} | {gib(r['peak'])} | {gib(r['above'])} |")
 
     # Peak memory as images grow, tiling on: should stay nearly flat.
-    pipe = D3SRPipeline(generator, tile_size=tile, tile_overlap=overlap).to(device, DTYPES[dtypes[-1]])
+    pipe = D3SRPipeline(generator, InferenceOptions(tile_size=tile, tile_overlap=overlap)).to(device, dtypes[-1])
     print(f"\nPeak memory with tiling on ({dtypes[-1]}, tile.size {tile}, overlap {overlap}, {memory_kind}):\n")
     print("| output | tiles/stage | s/image | peak memory (GiB) | above weights/start (GiB) |")
     print("|---|---|---|---|---|")

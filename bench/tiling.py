@@ -21,9 +21,9 @@ from pathlib import Path
 
 import torch
 
-from d3sr.infer import embedded_lq
+from d3sr.images import embedded_lq, from_model_range, generator_input
 from d3sr.inference.pipeline import D3SRPipeline
-from d3sr.inference.tiling import STAGES, check_tiling, pad_to_multiple, run_generator, tile_count, upsample
+from d3sr.inference.tiling import STAGES, check_tiling, run_generator, tile_count
 from d3sr.models.generator import OneStepGenerator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -35,10 +35,8 @@ PHOTOS = ("astronaut", "rocket", "coffee", "chelsea")
 @torch.inference_mode()
 def sr_stages(generator: OneStepGenerator, lq: torch.Tensor, tile: int, overlap: int, stages=STAGES):
     """SR (B, 3, 4h, 4w) in [0, 1] as D3SRPipeline.super_resolve without colour fix, tiling only `stages`."""
-    up = upsample(lq)
-    height, width = up.shape[-2:]
-    sr = run_generator(generator, pad_to_multiple(up) * 2 - 1, tile, overlap, tiled_stages=stages)
-    return ((sr[..., :height, :width] + 1) / 2).clamp(0, 1)
+    sr = run_generator(generator, generator_input(lq), tile, overlap, tiled_stages=stages)
+    return from_model_range(sr[..., : lq.shape[-2] * 4, : lq.shape[-1] * 4])
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-CONF = REPO / "conf"
+CONF = REPO / "src" / "d3sr" / "conf"
 
 # Nothing may touch the network, and nothing may read or write the user's real caches.
 os.environ["HF_HUB_OFFLINE"] = "1"

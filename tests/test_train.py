@@ -12,7 +12,7 @@ import torch
 from omegaconf import OmegaConf
 
 REPO = Path(__file__).resolve().parents[1]
-CONF = REPO / "conf"
+CONF = REPO / "src" / "d3sr" / "conf"
 
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 

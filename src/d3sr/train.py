@@ -10,10 +10,10 @@ import hydra
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from d3sr.cli import run_reporting_errors
-from d3sr.config import D3SRError
+from d3sr.errors import ConfigError, D3SRError, run_reporting_errors
+from d3sr.models import D3SRModule
 
 log = logging.getLogger("d3sr.train")
 
@@ -24,9 +24,18 @@ warnings.filterwarnings("ignore", message=r"Using ModelCheckpoint with manual op
 warnings.filterwarnings("ignore", message=r".*LeafSpec.* is deprecated")
 
 
-def build_module(cfg: DictConfig):
-    """The D3SRModule described by cfg.model with the loss in cfg.loss."""
-    return instantiate(cfg.model, loss=instantiate(cfg.loss))
+def check_optimized_metric(cfg: DictConfig, module: D3SRModule, has_validation: bool) -> None:
+    """ConfigError at start-up when `optimized_metric` names a value this run will not compute."""
+    name = cfg.get("optimized_metric")
+    if not name:
+        return
+    available = module.validation_metrics if has_validation else []
+    if name not in available:
+        why = "this run has no validation set" if not has_validation else f"this run logs {', '.join(available)}"
+        raise ConfigError(
+            f"optimized_metric={name} is not computed: {why}. Set optimized_metric to one of those, or null "
+            "(e.g. loss=mse_only has no perceptual network, so no val/dists)"
+        )
 
 
 def build_trainer(cfg: DictConfig) -> L.Trainer:
@@ -65,9 +74,9 @@ def train(cfg: DictConfig) -> dict:
 
     kinds = [cfg.model[part].backbone._target_.split(".")[-1] for part in ("generator", "discriminator")]
     log.info("Building the model (%s generator, %s discriminator)", *kinds)
-    module = build_module(cfg)
-    module.run_config = OmegaConf.to_container(cfg, resolve=True)
+    module = D3SRModule.from_config(cfg)
     datamodule = instantiate(cfg.data)
+    check_optimized_metric(cfg, module, datamodule.val_set is not None)
     trainer = build_trainer(cfg)
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
@@ -88,7 +97,7 @@ def train(cfg: DictConfig) -> dict:
     return result
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns cfg.optimized_metric for sweepers."""
     result = run_reporting_errors(train, cfg)

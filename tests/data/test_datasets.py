@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 
 from d3sr.data import EmbeddedPhotos, ImageFiles, SRDataModule
-from d3sr.data.datasets import random_crop, read_image
+from d3sr.data.datasets import random_crop
+from d3sr.images import read_image
 from d3sr.data.degradation import BicubicDegradation
 
 

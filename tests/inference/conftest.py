@@ -12,13 +12,13 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
-from d3sr.export import export_bundle
+from d3sr.models import D3SRModule
 from d3sr.models.generator import OneStepGenerator
-from d3sr.train import build_module, build_trainer
+from d3sr.models.saved_generator import export_bundle
+from d3sr.train import build_trainer
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
+CONF = Path(__file__).resolve().parents[2] / "src" / "d3sr" / "conf"
 
 # The demo experiment at toy scale; zero learning rates so the fit step keeps the randomised LoRA as it is.
 FIT = ["experiment=demo", "degradation=bicubic", "data.crop_size=64", "data.crops_per_image=1", "data.batch_size=2",
@@ -45,8 +45,7 @@ def trained(tmp_path_factory) -> Trained:
         cfg = compose(config_name="train", overrides=[*FIT, f"paths.output_dir={root}"])
     GlobalHydra.instance().clear()
     L.seed_everything(0)
-    module = build_module(cfg)
-    module.run_config = OmegaConf.to_container(cfg, resolve=True)
+    module = D3SRModule.from_config(cfg)
     # Trained LoRA weights are not zero: draw lora_B (zero at init) at random.
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():

@@ -34,8 +34,8 @@ def test_wavelet_bands_sum_to_the_image_and_the_fix_takes_the_reference_low_band
 
 @pytest.mark.parametrize("method", ["adain", "wavelet"])
 def test_fix_moves_the_sr_mean_colour_towards_the_lq(pipe, method):
-    from d3sr.infer import embedded_lq
-    from d3sr.inference.tiling import upsample
+    from d3sr.images import embedded_lq
+    from d3sr.images import upsample_lq as upsample
 
     lq = embedded_lq("chelsea")[None, :, :32, :32]
     target = upsample(lq).mean((2, 3))

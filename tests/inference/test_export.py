@@ -10,9 +10,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from d3sr.config import D3SRError
-from d3sr.export import export_bundle
+from d3sr.errors import D3SRError
 from d3sr.models.loading import tiny
+from d3sr.models.saved_generator import export_bundle
 
 
 def test_bundle_holds_lora_embedding_and_description(trained):
@@ -20,10 +20,12 @@ def test_bundle_holds_lora_embedding_and_description(trained):
     assert files == {"d3sr_bundle.json", "pytorch_lora_weights.safetensors", "prompt_embeds.safetensors"}
     info = json.loads((trained.bundle / "d3sr_bundle.json").read_text())
     gen = trained.generator
-    assert info["weights"] == "lora" and info["kind"] == "sd" and info["base"]["preset"] == "tiny"
-    assert info["timestep"] == gen.timestep == 399 and info["scaling_factor"] == gen.scaling_factor
-    assert info["lora"]["rank"] == 16 and info["lora"]["alpha"] == 16 and info["lora"]["scale"] == 1.0
-    assert info["lora"]["targets"] == gen.lora_targets
+    spec = info["generator"]
+    assert info["weights"] == "lora" and info["format_version"] == 2
+    assert spec["backbone"] == {"_target_": "d3sr.models.loading.tiny", "kind": "sd", "seed": 0}
+    assert spec["timestep"] == gen.timestep == 399 and spec["scaling_factor"] == gen.scaling_factor
+    assert spec["lora_rank"] == 16 and spec["lora_alpha"] == 16 and info["lora_scale"] == 1.0
+    assert spec["lora_targets"] == gen.lora_targets
     assert info["source"]["iteration"] == 1 and info["d3sr_version"]
     torch.testing.assert_close(load_file(trained.bundle / "prompt_embeds.safetensors")["prompt_embeds"],
                                gen.prompt_embeds, rtol=0, atol=0)  # fmt: skip

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from d3sr.cli import run_reporting_errors
+from d3sr.errors import run_reporting_errors
 from d3sr.infer import infer, read_input
 
 
@@ -67,7 +67,7 @@ def test_readers_handle_gray_alpha_16_bit_and_exif(inputs):
 def test_folder_is_upscaled_to_pngs_and_left_untouched(trained, inputs, tmp_path, compose, capsys):
     before = digest(inputs)
     out = tmp_path / "out"
-    code = run_cli(compose, f"bundle={trained.bundle}", f"input={inputs}", f"output={out}", "device=cpu",
+    code = run_cli(compose, f"bundle={trained.bundle}", f"input={inputs}", f"output={out}", "inference.device=cpu",
                    "alpha=keep")  # fmt: skip
     assert code == 0
     assert digest(inputs) == before
@@ -111,7 +111,7 @@ def test_one_unreadable_file_is_an_error_with_status_2(trained, tmp_path):
     bad.write_bytes(b"garbage")
     result = subprocess.run(
         [sys.executable, "-m", "d3sr.infer", f"bundle={trained.bundle}", f"input={bad}", f"output={tmp_path / 'o'}",
-         "device=cpu"], capture_output=True, text=True, timeout=300,
+         "inference.device=cpu"], capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: cannot read") and "Traceback" not in result.stderr
@@ -120,19 +120,20 @@ def test_one_unreadable_file_is_an_error_with_status_2(trained, tmp_path):
 
 def test_embedded_photos_come_back_at_their_size(trained, tmp_path, compose):
     out = tmp_path / "demo"
-    code = run_cli(compose, f"bundle={trained.checkpoint}", "input=embedded", f"output={out}", "tile.size=0",
-                   "color_fix=wavelet")  # fmt: skip
+    code = run_cli(compose, f"bundle={trained.checkpoint}", "input=embedded", f"output={out}", "inference.tile_size=0",
+                   "inference.color_fix=wavelet")  # fmt: skip
     assert code == 0
     assert Image.open(out / "chelsea.png").size == (448, 300)  # 451×300 cropped to multiples of 4
-    assert len(list(out.iterdir())) == 5
+    assert len(list(out.iterdir())) == 4  # the three held-out photos and astronaut
 
 
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("color_fix=hist", "color_fix"),
-        ("tile.size=100", "tile.size"),
-        ("precision=fp8", "precision"),
+        ("inference.color_fix=hist", "inference.color_fix"),
+        ("inference.tile_size=100", "inference.tile_size"),
+        ("inference.precision=fp8", "inference.precision"),
+        ("inference.device=tpu", "inference.device"),
         ("alpha=black", "alpha"),
     ],
 )

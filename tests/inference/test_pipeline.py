@@ -10,9 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from d3sr.config import D3SRError
+from d3sr.errors import D3SRError
+from d3sr.images import pad_to_multiple
+from d3sr.images import upsample_lq as upsample
 from d3sr.inference import D3SRPipeline
-from d3sr.inference.tiling import pad_to_multiple, upsample
 
 
 def reference(generator, lq: torch.Tensor) -> torch.Tensor:
@@ -86,9 +87,8 @@ def test_missing_base_weights_raise_the_loading_error(trained, tmp_path):
     bundle = tmp_path / "bundle"
     shutil.copytree(trained.bundle, bundle)
     info = json.loads((bundle / "d3sr_bundle.json").read_text())
-    info["base"] = {"model": str(tmp_path / "no-sd21"), "kind": "sd", "revision": None}
-    info["backbone"] = {"_target_": "d3sr.models.loading.pretrained", "model": str(tmp_path / "no-sd21"),
-                        "kind": "sd", "local_files_only": True}  # fmt: skip
+    info["generator"]["backbone"] = {"_target_": "d3sr.models.loading.pretrained", "model": str(tmp_path / "no-sd21"),
+                                     "kind": "sd", "local_files_only": True}  # fmt: skip
     (bundle / "d3sr_bundle.json").write_text(json.dumps(info))
     with pytest.raises(D3SRError, match="Could not load the Stable Diffusion weights") as error:
         D3SRPipeline.from_pretrained(bundle, device="cpu")

@@ -61,7 +61,7 @@ def test_tiled_stages_choose_what_is_tiled(trained):
 
 
 def test_tiled_output_stays_close_to_untiled_without_seams(pipe):
-    from d3sr.infer import embedded_lq
+    from d3sr.images import embedded_lq
 
     lq = embedded_lq("astronaut")[None, :, :64, :64]  # 256² output: 3×3 tiles of 128 with 64 overlap
     whole = pipe.super_resolve(lq, tile_size=0, color_fix="none")
@@ -80,7 +80,7 @@ def test_tiled_output_stays_close_to_untiled_without_seams(pipe):
 
 
 def test_larger_tiles_bring_the_tiled_output_closer(pipe):
-    from d3sr.infer import embedded_lq
+    from d3sr.images import embedded_lq
 
     lq = embedded_lq("astronaut")[None, :, :64, :64]  # 256² output
     whole = pipe.super_resolve(lq, tile_size=0, color_fix="none")

@@ -16,7 +16,7 @@ from diffusers import (
 )
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-from d3sr.config import D3SRError
+from d3sr.errors import D3SRError
 from d3sr.models import architectures as arch
 from d3sr.models.discriminator import DiffusionDiscriminator
 from d3sr.models.generator import OneStepGenerator

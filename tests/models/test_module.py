@@ -7,7 +7,8 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from d3sr.train import build_module, build_trainer, train
+from d3sr.models import D3SRModule
+from d3sr.train import build_trainer, train
 
 FAST = ["experiment=demo", "degradation=bicubic", "data.crop_size=64", "data.crops_per_image=1", "data.batch_size=2",
         "logger=none", "callbacks=none", "++trainer.limit_val_batches=0", "++trainer.enable_progress_bar=false",
@@ -32,8 +33,7 @@ def changed(before: dict[str, torch.Tensor], module) -> set[str]:
 
 def fit(cfg, callbacks=()):
     L.seed_everything(cfg.seed)
-    module = build_module(cfg)
-    module.run_config = {"test": True}
+    module = D3SRModule.from_config(cfg)
     trainer = build_trainer(cfg)
     trainer.callbacks.extend(callbacks)
     before = snapshot(module)
@@ -99,7 +99,7 @@ def test_checkpoint_holds_only_the_trainable_set_and_resume_continues(compose, t
     assert files == ["iter000001.ckpt", "iter000002.ckpt", "last.ckpt"] and result["iterations"] == 2
     ckpt = torch.load(result["checkpoint"], map_location="cpu", weights_only=False)
     keys = set(ckpt["state_dict"])
-    module = build_module(first)
+    module = D3SRModule.from_config(first)
     assert keys == set(module.checkpoint_keys)
     trainable = {n for n, p in module.named_parameters() if p.requires_grad}
     assert keys == trainable | {"generator.prompt_embeds", "discriminator.prompt_embeds",
@@ -119,7 +119,7 @@ def test_checkpoint_holds_only_the_trainable_set_and_resume_continues(compose, t
         [*FAST, "iterations=3", f"ckpt_path={result['checkpoint']}", f"paths.output_dir={tmp_path / 'b'}"]
     )
     L.seed_everything(0)
-    module = build_module(resumed)
+    module = D3SRModule.from_config(resumed)
     trainer = build_trainer(resumed)
     trainer.callbacks.append(record)
     trainer.fit(module, datamodule=instantiate(resumed.data), ckpt_path=resumed.ckpt_path)
@@ -129,7 +129,7 @@ def test_checkpoint_holds_only_the_trainable_set_and_resume_continues(compose, t
 
 
 def test_checkpoint_from_another_model_is_refused(compose, tmp_path):
-    from d3sr.config import D3SRError
+    from d3sr.errors import D3SRError
 
     cfg = compose([*FAST, "callbacks=default", "callbacks.image_logger=null", "iterations=1",
                    f"paths.output_dir={tmp_path}"])  # fmt: skip
@@ -147,7 +147,7 @@ def test_checkpoint_from_another_model_is_refused(compose, tmp_path):
 )  # fmt: skip
 def test_bad_values_name_their_key(fast_cfg, override, key):
     with pytest.raises(Exception, match=key):
-        build_module(fast_cfg(override))
+        D3SRModule.from_config(fast_cfg(override))
 
 
 def test_bf16_frozen_weights_need_bf16_precision(fast_cfg):

@@ -1,4 +1,4 @@
-"""Logs an LQ | SR | GT image grid of the current training batch to TensorBoard every N iterations."""
+"""Logs an LQ (bicubic ×4) | SR | GT image grid of the current training batch to TensorBoard every N iterations."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torchvision.utils import make_grid
+
+from d3sr.images import upsample_lq
 
 
 class ImageGridLogger(L.Callback):
@@ -25,12 +27,12 @@ class ImageGridLogger(L.Callback):
         if not loggers:
             return
         self._last_logged = iteration
-        lq, gt = batch["lq"][: self.max_images], batch["gt"][: self.max_images]
+        lq, gt = batch["lq"][: self.max_images], batch["gt"][: self.max_images].float()
         was_training = pl_module.training
         pl_module.eval()
         sr = pl_module.super_resolve(lq)
         pl_module.train(was_training)
-        rows = torch.stack([lq.float(), sr, gt.float()], dim=1).flatten(0, 1)
+        rows = torch.stack([upsample_lq(lq)[..., : gt.shape[-2], : gt.shape[-1]], sr, gt], dim=1).flatten(0, 1)
         grid = make_grid(rows.clamp(0, 1).cpu(), nrow=3, padding=2)
         for logger in loggers:
             logger.experiment.add_image("train/lq_sr_gt", grid, global_step=iteration)

@@ -15,50 +15,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
+from d3sr.errors import ConfigError
+from d3sr.images import EMBEDDED_HELD_OUT, EMBEDDED_TRAIN, IMAGE_EXTENSIONS, UNREADABLE, embedded_photo, read_image
+from d3sr.options import check_choice
+
 log = logging.getLogger(__name__)
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-
-# Colour photos that ship inside scikit-image (no download): the embedded data set.
-EMBEDDED_TRAIN = ("astronaut", "coffee", "rocket", "motorcycle_left", "motorcycle_right", "hubble_deep_field",
-                  "immunohistochemistry", "retina")  # fmt: skip
-EMBEDDED_VAL = ("chelsea", "colorwheel")
-
-
-def to_tensor(image: Image.Image | np.ndarray) -> torch.Tensor:
-    """(3, H, W) float32 in [0, 1] from a PIL image or an array (gray → RGB, alpha dropped, 16-bit scaled)."""
-    array = np.asarray(image)
-    if array.dtype == bool:
-        array = array.astype(np.uint8) * 255
-    scale = 65535.0 if array.dtype == np.uint16 else 255.0 if array.dtype == np.uint8 else 1.0
-    array = array.astype(np.float32) / scale
-    if array.ndim == 2:
-        array = np.repeat(array[..., None], 3, axis=-1)
-    if array.shape[-1] == 4:
-        array = array[..., :3]
-    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1))).clamp_(0, 1)
-
-
-def pil_to_tensor(image: Image.Image) -> torch.Tensor:
-    """(3, H, W) float32 in [0, 1] from a PIL image: gray → RGB, 16-bit scaled, alpha dropped."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        return to_tensor(np.asarray(image).astype(np.uint16))
-    return to_tensor(image.convert("RGB"))
-
-
-def to_uint8(image: torch.Tensor) -> np.ndarray:
-    """(C, H, W) in [0, 1] → (H, W, C) uint8 (rounded), the inverse of to_tensor for 8-bit images."""
-    return (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-
-
-def read_image(path: str | Path) -> torch.Tensor:
-    """Decode an image file to (3, H, W) in [0, 1], honouring EXIF orientation. Raises OSError if unreadable."""
-    with Image.open(path) as image:
-        return pil_to_tensor(ImageOps.exif_transpose(image))
-
 
 class ImageFiles(Dataset):
     """HQ images from folders (searched recursively) and/or text files listing paths, e.g. LSDIR + FFHQ[:10000].
@@ -106,32 +69,26 @@ class ImageFiles(Dataset):
         path = self.paths[index]
         try:
             return read_image(path)
-        except (OSError, ValueError, SyntaxError) as error:
+        except UNREADABLE as error:
             if path not in self._reported:
                 self._reported.add(path)
                 log.warning("Skipping unreadable image %s (%s)", path, error)
             return None
 
 
-def embedded_photo(name: str) -> torch.Tensor:
-    """A colour photo shipped inside scikit-image, as (3, H, W) in [0, 1]."""
-    import skimage.data
-
-    if name in ("motorcycle_left", "motorcycle_right"):
-        left, right, _ = skimage.data.stereo_motorcycle()
-        return to_tensor(left if name == "motorcycle_left" else right)
-    loader = getattr(skimage.data, name, None)
-    if loader is None:
-        raise ValueError(f"data: {name!r} is not an image in skimage.data")
-    return to_tensor(loader())
-
-
 class EmbeddedPhotos(Dataset):
-    """The photos shipped in scikit-image (astronaut, coffee, rocket, ...): training with no data set on disk."""
+    """The photos shipped in scikit-image: training and validation with no data set on disk.
 
-    def __init__(self, names: Sequence[str] = EMBEDDED_TRAIN) -> None:
+    names: 'train' (d3sr.images.EMBEDDED_TRAIN), 'held_out' (EMBEDDED_HELD_OUT, never trained on) or a list of
+    skimage.data names.
+    """
+
+    def __init__(self, names: Sequence[str] | str = "train") -> None:
+        if isinstance(names, str):
+            splits = {"train": EMBEDDED_TRAIN, "held_out": EMBEDDED_HELD_OUT}
+            names = splits[check_choice("data: EmbeddedPhotos names", names, splits)]
         if not names:
-            raise ValueError("data: EmbeddedPhotos needs at least one name")
+            raise ConfigError("data: EmbeddedPhotos needs at least one name")
         self.names = list(names)
         self._images = [embedded_photo(n) for n in self.names]
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from d3sr.config import check_choice
+from d3sr.options import check_choice
 
 COLOR_FIXES = ("adain", "wavelet", "none")
 

@@ -1,4 +1,4 @@
-"""Any image size in bounded memory: ×4 bicubic upsampling, padding to the VAE's multiple of 8, and tiled stages.
+"""Any image size in bounded memory: the generator's three stages on overlapping, blended tiles.
 
 The generator runs in three stages (VAE encode → one UNet call → VAE decode). Each stage can run on overlapping
 tiles whose outputs are blended with Gaussian weights (as in MultiDiffusion, StableSR and OSEDiff), so the
@@ -24,41 +24,26 @@ import math
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 
+from d3sr.errors import ConfigError
+from d3sr.images import LATENT_FACTOR
 from d3sr.models.generator import OneStepGenerator
-
-SCALE = 4  # D³SR is a ×4 model
-LATENT_FACTOR = 8  # pixels per latent pixel of the SD VAE
 
 
 def check_tiling(tile_size: int, tile_overlap: int) -> None:
-    """ValueError naming the option unless tile_size is 0 or a positive multiple of 8 larger than tile_overlap."""
+    """ConfigError naming the option unless tile_size is 0 or a positive multiple of 8 larger than tile_overlap."""
     if tile_size < 0 or tile_size % LATENT_FACTOR:
-        raise ValueError(f"tile.size must be 0 (off) or a positive multiple of {LATENT_FACTOR}, got {tile_size}")
+        raise ConfigError(
+            f"inference.tile_size must be 0 (off) or a positive multiple of {LATENT_FACTOR}, got {tile_size}"
+        )
     if tile_overlap < 0 or tile_overlap % LATENT_FACTOR:
-        raise ValueError(f"tile.overlap must be a non-negative multiple of {LATENT_FACTOR}, got {tile_overlap}")
+        raise ConfigError(
+            f"inference.tile_overlap must be a non-negative multiple of {LATENT_FACTOR}, got {tile_overlap}"
+        )
     if tile_size and tile_overlap >= tile_size:
-        raise ValueError(f"tile.overlap ({tile_overlap}) must be smaller than tile.size ({tile_size})")
-
-
-def upsample(lq: torch.Tensor, scale: int = SCALE) -> torch.Tensor:
-    """Bicubic ×scale upsampling of (B, C, h, w) in [0, 1], clamped to [0, 1] (the generator's input)."""
-    return F.interpolate(lq, scale_factor=scale, mode="bicubic", align_corners=False).clamp(0, 1)
-
-
-def pad_to_multiple(image: torch.Tensor, multiple: int = LATENT_FACTOR) -> torch.Tensor:
-    """Pad (B, C, H, W) at the bottom and right to multiples of `multiple`.
-
-    Reflection where the image is larger than the padding (reflect needs pad < size), replication otherwise
-    (e.g. the 4×4 upsample of a 1×1 input). Crop the result back with [..., :H, :W].
-    """
-    height, width = image.shape[-2:]
-    pad_h, pad_w = -height % multiple, -width % multiple
-    if not (pad_h or pad_w):
-        return image
-    mode = "reflect" if pad_h < height and pad_w < width else "replicate"
-    return F.pad(image, (0, pad_w, 0, pad_h), mode=mode)
+        raise ConfigError(
+            f"inference.tile_overlap ({tile_overlap}) must be smaller than inference.tile_size ({tile_size})"
+        )
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.vgg import cfgs, make_layers
 
-from d3sr.config import D3SRError
+from d3sr.errors import D3SRError
 
 VGG16_FILE = "vgg16-397923af.pth"  # torchvision's ImageNet VGG16 weights (IMAGENET1K_V1)
 CHANNELS = (3, 64, 128, 256, 512, 512)

@@ -1,4 +1,7 @@
-"""Networks: the one-step generator, the diffusion discriminator, the Lightning module and their construction."""
+"""Networks: the one-step generator, the diffusion discriminator, the Lightning module, their construction and saved form.
+
+May import losses/ and the ground floor (images, errors, options, psnr_ssim); never data/, inference/ or evaluation/.
+"""
 
 from d3sr.models.d3sr_module import D3SRModule
 from d3sr.models.discriminator import DiffusionDiscriminator, PatchHead

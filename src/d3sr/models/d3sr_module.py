@@ -1,8 +1,9 @@
 """D3SRModule: the generator and the diffusion discriminator trained adversarially with manual optimization.
 
 Per batch (BasicSR-style): the data module has already degraded the batch on the device; then one generator
-step, then `d_steps_per_g_step` discriminator steps on the same batch. Images: `lq`, `gt` arrive in [0, 1] and are
-mapped to the VAE's [-1, 1]. Gradient accumulation and clipping are done by hand (Lightning refuses them under
+step, then `d_steps_per_g_step` discriminator steps on the same batch. Images: `gt` (B, 3, H, W) and the small `lq`
+(B, 3, H/4, W/4) arrive in [0, 1]; `d3sr.images.generator_input` makes the generator's input (bicubic ×4, [-1, 1]),
+the same function inference calls. Gradient accumulation and clipping are done by hand (Lightning refuses them under
 manual optimization). Checkpoints hold only the trainable state and the fixed embeddings (see `on_save_checkpoint`).
 """
 
@@ -10,18 +11,22 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 import lightning as L
 import torch
 from torch import nn
 
-from d3sr.config import D3SRError
+from d3sr.errors import ConfigError, D3SRError
+from d3sr.images import from_model_range, generator_input, to_model_range
 from d3sr.losses.adversarial import discriminator_adversarial_loss, generator_adversarial_loss
-from d3sr.losses.perceptual import D3SRLoss
+from d3sr.losses.objective import D3SRLoss
 from d3sr.models.discriminator import DiffusionDiscriminator
 from d3sr.models.generator import OneStepGenerator
-from d3sr.models.loading import parse_dtype
 from d3sr.models.lora import cast_frozen
+from d3sr.models.saved_generator import checkpoint_record, load_checkpoint
+from d3sr.options import parse_dtype
+from d3sr.psnr_ssim import psnr_y, ssim_y
 
 log = logging.getLogger(__name__)
 
@@ -51,21 +56,21 @@ class D3SRModule(L.LightningModule):
     ) -> None:
         super().__init__()
         if d_steps_per_g_step < 1:
-            raise ValueError(f"model.d_steps_per_g_step must be >= 1, got {d_steps_per_g_step}")
+            raise ConfigError(f"model.d_steps_per_g_step must be >= 1, got {d_steps_per_g_step}")
         if accumulate_grad_batches < 1:
-            raise ValueError(f"model.accumulate_grad_batches must be >= 1, got {accumulate_grad_batches}")
+            raise ConfigError(f"model.accumulate_grad_batches must be >= 1, got {accumulate_grad_batches}")
         if accumulate_grad_batches > 1 and d_steps_per_g_step > 1:
-            raise ValueError("model.accumulate_grad_batches > 1 needs model.d_steps_per_g_step = 1")
+            raise ConfigError("model.accumulate_grad_batches > 1 needs model.d_steps_per_g_step = 1")
         if grad_clip is not None and grad_clip <= 0:
-            raise ValueError(f"model.grad_clip must be > 0 or null, got {grad_clip}")
+            raise ConfigError(f"model.grad_clip must be > 0 or null, got {grad_clip}")
         self.automatic_optimization = False
         self.strict_loading = False  # checkpoints hold the trainable state only; frozen weights come from the base
         self.generator, self.discriminator, self.loss = generator, discriminator, loss
         self.optimizer_g, self.optimizer_d = optimizer_g, optimizer_d
         self.d_steps_per_g_step, self.grad_clip = int(d_steps_per_g_step), grad_clip
         self.accumulate_grad_batches = int(accumulate_grad_batches)
-        self.frozen_dtype = parse_dtype(frozen_dtype)
-        self.run_config: dict | None = None  # the resolved Hydra config, stored in checkpoints (set by d3sr.train)
+        self.frozen_dtype = parse_dtype(frozen_dtype, "model.frozen_dtype")
+        self.config: dict | None = None  # the resolved run config (from_config), stored in checkpoints
         if self.frozen_dtype != torch.float32:
             cast_frozen(self.generator, self.frozen_dtype)
             cast_frozen(self.discriminator.unet, self.frozen_dtype)
@@ -74,6 +79,42 @@ class D3SRModule(L.LightningModule):
             [name for name, p in self.named_parameters() if p.requires_grad]
             + [name for name in EMBEDDING_BUFFERS if name in named_buffers]
         )
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Construction from a run config or a checkpoint.
+
+    @classmethod
+    def from_config(cls, cfg) -> D3SRModule:
+        """The module described by a run config's `model` node with its `loss` node; remembers the resolved config."""
+        from hydra.utils import instantiate
+        from omegaconf import OmegaConf
+
+        module = instantiate(cfg.model, loss=instantiate(cfg.loss))
+        module.config = OmegaConf.to_container(cfg, resolve=True)
+        return module
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path) -> D3SRModule:
+        """The training module of a checkpoint, rebuilt from the config stored in it, with its trained weights."""
+        from omegaconf import OmegaConf
+
+        checkpoint = load_checkpoint(path)
+        config = checkpoint["d3sr"].get("config")
+        if not config or "model" not in config or "loss" not in config:
+            raise D3SRError(f"{path} stores no run config; rebuild the module with the config it was trained with")
+        module = cls.from_config(OmegaConf.create(config))
+        module.on_load_checkpoint(checkpoint)
+        module.load_state_dict(checkpoint["state_dict"], strict=False)
+        return module
+
+    @property
+    def validation_metrics(self) -> list[str]:
+        """Names validation_step logs (train.py checks `optimized_metric` against them at start-up)."""
+        return ["val/psnr_y", "val/ssim_y"] + (["val/dists"] if self._validation_dists is not None else [])
+
+    @property
+    def _validation_dists(self) -> nn.Module | None:
+        return getattr(self.loss.perceptual, "dists", None)
 
     # ----------------------------------------------------------------------------------------------------------
     # Setup.
@@ -99,7 +140,11 @@ class D3SRModule(L.LightningModule):
     # Training.
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        lq, gt = batch["lq"] * 2 - 1, batch["gt"] * 2 - 1
+        lq, gt = generator_input(batch["lq"]), to_model_range(batch["gt"])
+        if lq.shape[-2:] != gt.shape[-2:]:
+            raise ValueError(
+                f"lq ×4 {tuple(lq.shape[-2:])} does not match gt {tuple(gt.shape[-2:])}: crop a multiple of 8"
+            )
         step_now = (batch_idx + 1) % self.accumulate_grad_batches == 0
         logs, z_sr = self._generator_step(lq, gt, step_now)
         with torch.no_grad():
@@ -160,18 +205,15 @@ class D3SRModule(L.LightningModule):
 
     @torch.no_grad()
     def super_resolve(self, lq: torch.Tensor) -> torch.Tensor:
-        """SR in [0, 1] from an LQ batch in [0, 1] already at the HR size."""
-        sr, _ = self.generator(lq * 2 - 1)
-        return ((sr.float() + 1) / 2).clamp(0, 1)
+        """SR (B, 3, 4h, 4w) in [0, 1] from an LQ batch (B, 3, h, w) in [0, 1] (no tiling, no colour fix)."""
+        sr, _ = self.generator(generator_input(lq))
+        return from_model_range(sr[..., : lq.shape[-2] * 4, : lq.shape[-1] * 4])
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        from d3sr.evaluation.metrics import psnr_y, ssim_y
-
         sr, gt = self.super_resolve(batch["lq"]), batch["gt"].float()
         metrics = {"val/psnr_y": psnr_y(sr, gt).mean(), "val/ssim_y": ssim_y(sr, gt).mean()}
-        perceptual = getattr(self.loss.perceptual, "dists", None)
-        if perceptual is not None:
-            metrics["val/dists"] = perceptual(sr, gt).mean()
+        if self._validation_dists is not None:
+            metrics["val/dists"] = self._validation_dists(sr, gt).mean()
         self.log_dict(metrics, batch_size=sr.shape[0], sync_dist=True)
 
     # ----------------------------------------------------------------------------------------------------------
@@ -180,19 +222,7 @@ class D3SRModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         keep = set(self.checkpoint_keys)
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
-        checkpoint["d3sr"] = {
-            "version": __import__("d3sr").__version__,
-            "config": self.run_config,
-            "iteration": self.iteration,
-            "generator": {
-                "timestep": self.generator.timestep,
-                "lora_rank": self.generator.lora_rank,
-                "lora_alpha": self.generator.lora_alpha,
-                "lora_targets": self.generator.lora_targets,
-                "scaling_factor": self.generator.scaling_factor,
-                "backbone": self.generator.backbone_description,
-            },
-        }
+        checkpoint["d3sr"] = checkpoint_record(self.generator, self.config, self.iteration)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         missing = sorted(set(self.checkpoint_keys) - set(checkpoint.get("state_dict", {})))
@@ -213,8 +243,3 @@ class D3SRModule(L.LightningModule):
                 f"checkpoint does not match this model: {len(mismatched)} tensors differ in shape (e.g. "
                 f"{mismatched[0]}). Was it trained with another LoRA rank or model/generator, model/discriminator?"
             )
-
-
-def trainable_parameters(module: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)

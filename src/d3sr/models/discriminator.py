@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from d3sr.models.loading import Backbone
-from d3sr.models.lora import DISCRIMINATOR_BLOCKS, GENERATOR_TARGETS, add_lora, blocks_regex
+from d3sr.models.lora import DISCRIMINATOR_BLOCKS, LORA_TARGETS, add_lora, blocks_regex
 
 
 class PatchHead(nn.Sequential):
@@ -38,7 +38,7 @@ class DiffusionDiscriminator(nn.Module):
         backbone: Backbone,
         lora_rank: int = 16,
         lora_alpha: float = 16,
-        lora_targets: list[str] | tuple[str, ...] = GENERATOR_TARGETS,
+        lora_targets: list[str] | tuple[str, ...] = LORA_TARGETS,
         head_hidden: int = 512,
         t_min: int = 0,
         t_max: int = 999,
@@ -49,7 +49,7 @@ class DiffusionDiscriminator(nn.Module):
         if not 0 <= t_min <= t_max < num_steps:
             raise ValueError(f"model.discriminator needs 0 <= t_min <= t_max <= {num_steps - 1}, got {t_min}, {t_max}")
         self.t_min, self.t_max = int(t_min), int(t_max)
-        self.backbone_description = dict(backbone.description)
+        self.backbone_source = dict(backbone.source)
         unet = backbone.unet
         # Keep conv_in, time/added embeddings, down blocks and mid block; delete the up path to save memory.
         for name in ("up_blocks", "conv_norm_out", "conv_act", "conv_out"):

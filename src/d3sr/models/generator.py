@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from d3sr.models.loading import Backbone
-from d3sr.models.lora import GENERATOR_TARGETS, add_lora
+from d3sr.models.lora import LORA_TARGETS, add_lora
 
 
 def predict_x0(z_t: torch.Tensor, eps: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
@@ -31,7 +31,7 @@ class OneStepGenerator(nn.Module):
         timestep: int = 399,
         lora_rank: int = 16,
         lora_alpha: float = 16,
-        lora_targets: list[str] | tuple[str, ...] = GENERATOR_TARGETS,
+        lora_targets: list[str] | tuple[str, ...] = LORA_TARGETS,
         learnable_embedding: bool = False,
         gradient_checkpointing: bool = False,
     ) -> None:
@@ -44,7 +44,7 @@ class OneStepGenerator(nn.Module):
         self.timestep = int(timestep)
         self.lora_rank, self.lora_alpha, self.lora_targets = int(lora_rank), float(lora_alpha), list(lora_targets)
         self.scaling_factor = float(backbone.vae.config.scaling_factor)
-        self.backbone_description = dict(backbone.description)
+        self.backbone_source = dict(backbone.source)
 
         # The VAE is frozen; only the UNet's LoRA (and optionally the embedding) trains.
         self.vae = backbone.vae.eval().requires_grad_(False)

@@ -15,36 +15,32 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 
-from d3sr.config import D3SRError, check_choice
+from d3sr.errors import D3SRError
 from d3sr.models import architectures as arch
 from d3sr.models.text_embeds import empty_prompt_embeds, random_prompt_embeds
+from d3sr.options import check_choice, parse_dtype
 
 log = logging.getLogger(__name__)
-
-DTYPES = {
-    "float32": torch.float32,
-    "fp32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
-    "float16": torch.float16,
-    "fp16": torch.float16,
-}
 
 
 @dataclass
 class Backbone:
-    """A base diffusion model's parts: UNet, optional VAE, ᾱ_t (1000,), fixed embeddings ('prompt_embeds', ...)."""
+    """A base diffusion model's parts: UNet, optional VAE, ᾱ_t (1000,), fixed embeddings ('prompt_embeds', ...).
+
+    source: the Hydra node (`_target_` + arguments) that builds this backbone again; checkpoints and bundles store
+    it so inference rebuilds exactly the base that was trained on (see saved_generator.py).
+    """
 
     unet: UNet2DConditionModel
     alphas_cumprod: torch.Tensor
     embeds: dict[str, torch.Tensor]
     vae: AutoencoderKL | None = None
-    description: dict = field(default_factory=dict)
+    source: dict = field(default_factory=dict)
 
 
-def parse_dtype(name: str) -> torch.dtype:
-    """Torch dtype for a config string ('float32', 'bf16', ...); ValueError naming the choices otherwise."""
-    return DTYPES[check_choice("dtype", name, DTYPES)]
+def source_node(function, **arguments) -> dict:
+    """The Hydra node that calls `function(**arguments)`."""
+    return {"_target_": f"{function.__module__}.{function.__qualname__}", **arguments}
 
 
 def _alphas_cumprod(scheduler: DDPMScheduler) -> torch.Tensor:
@@ -113,8 +109,8 @@ def pretrained(
             f"{model} predicts {scheduler.config.prediction_type!r}; D³SR's generator uses an ε-prediction base "
             "(SD 2.1-base, SD 1.5, SDXL-base), not a v-prediction model such as SD 2.1-768."
         )
-    description = {"model": str(model), "kind": kind, "revision": revision}
-    return Backbone(unet, _alphas_cumprod(scheduler), embeds, vae, description)
+    source = source_node(pretrained, model=str(model), kind=kind, revision=revision, env_var=env_var)
+    return Backbone(unet, _alphas_cumprod(scheduler), embeds, vae, source)
 
 
 def tiny(kind: str = "sd", with_vae: bool = True, seed: int = 0) -> Backbone:
@@ -127,7 +123,7 @@ def tiny(kind: str = "sd", with_vae: bool = True, seed: int = 0) -> Backbone:
     tokens, dim, pooled = arch.TINY_TEXT_SHAPES[kind]
     embeds = random_prompt_embeds(tokens, dim, pooled, seed)
     alphas_cumprod = _alphas_cumprod(DDPMScheduler(**arch.SCHEDULER))
-    return Backbone(unet, alphas_cumprod, embeds, vae, {"preset": "tiny", "kind": kind, "seed": seed})
+    return Backbone(unet, alphas_cumprod, embeds, vae, source_node(tiny, kind=kind, seed=seed))
 
 
 def meta(name: str, with_vae: bool = True) -> Backbone:
@@ -140,4 +136,4 @@ def meta(name: str, with_vae: bool = True) -> Backbone:
     embeds = {"prompt_embeds": torch.zeros(1, tokens, dim)}
     if pooled is not None:
         embeds["pooled_prompt_embeds"] = torch.zeros(1, pooled)
-    return Backbone(unet, _alphas_cumprod(DDPMScheduler(**arch.SCHEDULER)), embeds, vae, {"meta": name})
+    return Backbone(unet, _alphas_cumprod(DDPMScheduler(**arch.SCHEDULER)), embeds, vae, source_node(meta, name=name))

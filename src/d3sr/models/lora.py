@@ -6,8 +6,10 @@ import torch
 from diffusers import UNet2DConditionModel
 from peft import LoraConfig
 
-# UNet layers that carry LoRA in the generator (PAPER_FACTS.md: reproduces the paper's 966.3 M inference parameters).
-GENERATOR_TARGETS = (
+# The one list of UNet layer types that carry LoRA, in the generator and (inside its down/mid blocks) the
+# discriminator. Our choice; it reproduces the paper's 966.3 M inference parameters (PAPER_FACTS.md). Configs refer
+# to it through `model.lora_targets`.
+LORA_TARGETS = (
     "to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2",
     "conv", "conv1", "conv2", "conv_shortcut", "conv_out",
 )  # fmt: skip

@@ -1,21 +1,28 @@
-"""What every entry point shares: turning user errors into one clear message and exit code 2."""
+"""The user-facing errors, and how every entry point reports them: one `error:` line and exit status 2."""
 
 from __future__ import annotations
 
-import logging
 import sys
 from collections.abc import Callable
 from typing import Any
 
 from hydra.errors import InstantiationException
 
-from d3sr.config import D3SRError
 
-log = logging.getLogger("d3sr")
+class D3SRError(RuntimeError):
+    """An error caused by the user's setup (missing weights or files, a bad value): one message, exit status 2."""
+
+
+class ConfigError(D3SRError, ValueError):
+    """A configuration or argument value that is not valid; the message names the key and what is allowed.
+
+    Raised once, where the value enters (constructors, option parsers); a ValueError too, so library callers
+    can catch it as one.
+    """
 
 
 def user_error(error: BaseException) -> BaseException | None:
-    """The D3SRError (or config error raised while instantiating) behind `error`, if the user caused it."""
+    """The D3SRError behind `error` (its cause chain included), if the user caused it."""
     seen = error
     while seen is not None:
         if isinstance(seen, D3SRError):
