@@ -5,10 +5,10 @@
     python bench/degradation.py --gallery gallery.png            # also: one HR crop and 12 degraded versions
     python bench/degradation.py --threads 1                      # one thread each, like a dataset worker
 
-Measured in the same run, on the same HR crops and the same config (conf/degradation/<--config>.yaml):
+Measured in the same run, on the same HR crops and the same config (src/d3sr/conf/degradation/<--config>.yaml):
 - `sample()`: the per-image CPU draws (kernels, scales, seeds, ...) that dataset workers do;
-- device pipeline: `RealESRGANDegradation.__call__` on a collated batch already on the device (LQ resized back to the
-  HR size included), synchronised;
+- device pipeline: `RealESRGANDegradation.__call__` on a collated batch already on the device, synchronised (it ends
+  at the ×4-smaller LQ; the generator's ×4 upsampling, `d3sr.images.generator_input`, is not timed);
 - reference: the same pipeline written the way Real-ESRGAN/OSEDiff-style datasets run it, one image at a time in
   NumPy/OpenCV (cv2.filter2D, cv2.resize, NumPy noise, a real cv2.imencode/imdecode JPEG), draws included.
 Prints a Markdown table and the speed ratio device / reference.
@@ -19,20 +19,22 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
+from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 from torch.utils.data import default_collate
 
-from d3sr.data.datasets import embedded_photo, random_crop
-from d3sr.data.degradation import DEGRADATION_RESIZE_MODES, RealESRGANDegradation
+from d3sr.data.datasets import random_crop
+from d3sr.data.degradation import DEGRADATION_RESIZE_MODES, RealESRGANDegradation, StageSettings
 from d3sr.data.kernels import sample_kernels
+from d3sr.images import embedded_photo, upsample_lq
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "degradation"
+CONF = Path(__file__).resolve().parents[1] / "src" / "d3sr" / "conf" / "degradation"
 CV2_MODES = {"area": cv2.INTER_AREA, "bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC}
 
 
@@ -42,14 +44,14 @@ class ReferenceDegradation:
     def __init__(self, d: RealESRGANDegradation) -> None:
         self.d = d
 
-    def noise(self, image: np.ndarray, rng: np.random.Generator, s: dict) -> np.ndarray:
-        gray = rng.random() < s["gray_noise_prob"]
-        if rng.random() < s["gaussian_noise_prob"]:
-            sigma = rng.uniform(*s["noise_range"]) / 255
+    def noise(self, image: np.ndarray, rng: np.random.Generator, s: StageSettings) -> np.ndarray:
+        gray = rng.random() < s.gray_noise_prob
+        if rng.random() < s.gaussian_noise_prob:
+            sigma = rng.uniform(*s.noise_range) / 255
             shape = (*image.shape[:2], 1) if gray else image.shape
             noisy = image + rng.normal(0, sigma, shape).astype(np.float32)
         else:
-            scale = rng.uniform(*s["poisson_scale_range"])
+            scale = rng.uniform(*s.poisson_scale_range)
             base = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)[..., None] if gray else image
             base = np.clip(np.round(base * 255), 0, 255) / 255
             levels = 2 ** math.ceil(math.log2(len(np.unique(base))))
@@ -66,36 +68,38 @@ class ReferenceDegradation:
         mode = DEGRADATION_RESIZE_MODES[int(rng.integers(3))]
         return cv2.resize(image, (max(1, int(size[1])), max(1, int(size[0]))), interpolation=CV2_MODES[mode])
 
-    def scale(self, rng: np.random.Generator, s: dict) -> float:
-        direction = int(rng.choice(3, p=s["resize_prob"]))
-        return (rng.uniform(1, s["resize_range"][1]), rng.uniform(s["resize_range"][0], 1), 1.0)[direction]
+    def scale(self, rng: np.random.Generator, s: StageSettings) -> float:
+        direction = int(rng.choice(3, p=s.resize_prob))
+        return (rng.uniform(1, s.resize_range[1]), rng.uniform(s.resize_range[0], 1), 1.0)[direction]
+
+    @staticmethod
+    def blur(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+        return cv2.filter2D(image, -1, kernel, borderType=cv2.BORDER_REFLECT_101)
 
     def __call__(self, gt: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         d, (height, width) = self.d, gt.shape[:2]
         final = (height // d.scale, width // d.scale)
-        k = sample_kernels(rng, **d.blur1, **{f"{key}2": v for key, v in d.blur2.items()},
-                           final_sinc_prob=d.final_sinc_prob, kernel_range=d.kernel_range)  # fmt: skip
-        x = cv2.filter2D(gt, -1, k["kernel1"], borderType=cv2.BORDER_REFLECT_101)
+        k = sample_kernels(rng, asdict(d.stage1.blur), asdict(d.stage2.blur), d.final.sinc_prob, d.kernel_range)
+        x = self.blur(gt, k["kernel1"]) if rng.random() < d.stage1.blur_prob else gt
         s1 = self.scale(rng, d.stage1)
         x = self.noise(self.resize(x, (height * s1, width * s1), rng), rng, d.stage1)
-        x = self.jpeg(x, rng.uniform(*d.stage1["jpeg_range"]))
-        if rng.random() < d.second_blur_prob:
-            x = cv2.filter2D(x, -1, k["kernel2"], borderType=cv2.BORDER_REFLECT_101)
+        x = self.jpeg(x, rng.uniform(*d.stage1.jpeg_range))
+        if rng.random() < d.stage2.blur_prob:
+            x = self.blur(x, k["kernel2"])
         s2 = self.scale(rng, d.stage2)
         x = self.noise(self.resize(x, (final[0] * s2, final[1] * s2), rng), rng, d.stage2)
-        quality = rng.uniform(*d.stage2["jpeg_range"])
-        if rng.random() < d.resize_first_prob:
-            x = cv2.filter2D(self.resize(x, final, rng), -1, k["sinc_kernel"], borderType=cv2.BORDER_REFLECT_101)
-            x = self.jpeg(x, quality)
+        quality = rng.uniform(*d.stage2.jpeg_range)
+        if rng.random() < d.final.resize_first_prob:
+            x = self.jpeg(self.blur(self.resize(x, final, rng), k["sinc_kernel"]), quality)
         else:
-            x = self.jpeg(x, quality)
-            x = cv2.filter2D(self.resize(x, final, rng), -1, k["sinc_kernel"], borderType=cv2.BORDER_REFLECT_101)
-        lq = np.clip(np.round(x * 255), 0, 255) / 255
-        return cv2.resize(lq.astype(np.float32), (width, height), interpolation=cv2.INTER_CUBIC).clip(0, 1)
+            x = self.blur(self.resize(self.jpeg(x, quality), final, rng), k["sinc_kernel"])
+        return (np.clip(np.round(x * 255), 0, 255) / 255).astype(np.float32)
 
 
 def load_degradation(name: str) -> RealESRGANDegradation:
-    return instantiate(OmegaConf.load(CONF / f"{name}.yaml"))
+    """src/d3sr/conf/degradation/<name>.yaml, composed by Hydra (stablesr.yaml extends realesrgan.yaml)."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return instantiate(compose(config_name=name))
 
 
 def hr_crops(count: int, size: int) -> list[torch.Tensor]:
@@ -147,7 +151,7 @@ def benchmark(args: argparse.Namespace) -> None:
     rows.append(("reference: NumPy/OpenCV per image", "cpu", 1, reference_speed))
 
     threads = torch.get_num_threads()
-    print(f"\nReal-ESRGAN degradation ({args.config}), {args.size}² HR → {args.size // 4}² LQ (+ resize back), "
+    print(f"\nReal-ESRGAN degradation ({args.config}), {args.size}² HR → {args.size // 4}² LQ, "
           f"batch {args.batch}, {args.iters} timed iterations; torch {torch.__version__}, {threads} CPU threads, "
           f"OpenCV {cv2.__version__} ({cv2.getNumThreads()} threads)")  # fmt: skip
     if torch.cuda.is_available():
@@ -161,13 +165,13 @@ def benchmark(args: argparse.Namespace) -> None:
 
 
 def gallery(path: str, config: str, size: int = 256) -> None:
-    """One HR crop (the astronaut's face) and 12 degraded versions, LQ resized back to the HR size, labelled."""
+    """One HR crop (the astronaut's face) and 12 degraded versions, each LQ ×4 bicubic as the generator sees it."""
     from PIL import Image, ImageDraw
 
     degradation = load_degradation(config)
     hr = embedded_photo("astronaut")[:, 0:size, 128 : 128 + size].contiguous()
     samples = [{"gt": hr, **degradation.sample(np.random.default_rng(seed))} for seed in range(12)]
-    lq = degradation(default_collate(samples))["lq"]
+    lq = upsample_lq(degradation(default_collate(samples))["lq"], degradation.scale)
     tiles = [("HR", hr), *((f"seed {i}", lq[i]) for i in range(12))]
     columns, pad = 7, 4
     rows = math.ceil(len(tiles) / columns)
@@ -189,7 +193,7 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=3, help="timed iterations (after one warm-up)")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch and OpenCV (default: theirs)")
-    parser.add_argument("--config", default="realesrgan", help="conf/degradation/<name>.yaml")
+    parser.add_argument("--config", default="realesrgan", help="src/d3sr/conf/degradation/<name>.yaml")
     parser.add_argument("--gallery", default=None, help="also write a PNG grid of degraded examples here")
     args = parser.parse_args()
     if args.threads:

@@ -13,7 +13,8 @@ import pytest
 from PIL import Image
 
 import d3sr
-from d3sr.config import D3SRError
+from d3sr.errors import D3SRError
+from d3sr.images import EMBEDDED_HELD_OUT, EMBEDDED_TRAIN
 from d3sr.synth import synthesize
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,7 +66,7 @@ def test_synth_writes_lq_pngs_deterministically_with_a_manifest(hq, tmp_path, co
     manifest = json.loads((out1 / "manifest.json").read_text())
     assert manifest["seed"] == 3 and manifest["d3sr_version"] == d3sr.__version__
     assert manifest["degradation"]["name"] == "realesrgan"
-    assert manifest["degradation"]["parameters"]["noise_range"] == [1, 30]
+    assert manifest["degradation"]["parameters"]["stage1"]["noise_range"] == [1, 30]
     assert [f["output"] for f in manifest["files"]] == ["astronaut.png", "chelsea.png", "sub/coffee.png"]
     assert manifest["files"][2]["hq_crop"] == [64, 72] and manifest["files"][2]["lq_size"] == [16, 18]
     assert [s["input"] for s in manifest["skipped"]] == ["broken.png"]
@@ -110,5 +111,5 @@ def test_synth_refuses_to_overwrite_or_write_into_its_input(hq, tmp_path, compos
 
 def test_synth_embedded_photos(tmp_path, compose):
     manifest = run_in_process(compose, "input=embedded", f"output={tmp_path / 'lq'}", "degradation=bicubic")
-    assert len(manifest["files"]) == 10 and not manifest["skipped"]
+    assert len(manifest["files"]) == len(EMBEDDED_TRAIN) + len(EMBEDDED_HELD_OUT) and not manifest["skipped"]
     assert Image.open(tmp_path / "lq" / "astronaut.png").size == (128, 128)

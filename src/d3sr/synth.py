@@ -27,9 +27,8 @@ from tqdm import tqdm
 
 import d3sr
 from d3sr.atomic_files import write_atomically
-from d3sr.cli import run_reporting_errors
-from d3sr.config import D3SRError
-from d3sr.data.datasets import EMBEDDED_TRAIN, EMBEDDED_VAL, IMAGE_EXTENSIONS, embedded_photo, read_image, to_uint8
+from d3sr.errors import D3SRError, run_reporting_errors
+from d3sr.images import EMBEDDED_HELD_OUT, EMBEDDED_TRAIN, IMAGE_EXTENSIONS, embedded_photo, read_image, to_uint8
 
 log = logging.getLogger("d3sr.synth")
 
@@ -39,7 +38,9 @@ EMBEDDED = "embedded"
 def list_inputs(source: str, output: Path) -> list[tuple[str, Callable[[], torch.Tensor]]]:
     """(relative name, loader) per HQ image: files under `source` (sorted, not in `output`) or the embedded set."""
     if source == EMBEDDED:
-        return [(f"{name}.png", lambda name=name: embedded_photo(name)) for name in (*EMBEDDED_TRAIN, *EMBEDDED_VAL)]
+        return [
+            (f"{name}.png", lambda name=name: embedded_photo(name)) for name in (*EMBEDDED_TRAIN, *EMBEDDED_HELD_OUT)
+        ]
     root = Path(source).expanduser().resolve()
     if not root.is_dir():
         raise D3SRError(f"input={source} is not a folder (give a folder of HQ images, or input=embedded)")
@@ -70,7 +71,7 @@ def degrade_image(degradation, image: torch.Tensor, rng: np.random.Generator, de
         raise ValueError(f"the image ({image.shape[-2]}×{image.shape[-1]}) is smaller than the scale {scale}")
     batch = default_collate([{"gt": image[:, :height, :width].contiguous(), **degradation.sample(rng)}])
     batch = {key: value.to(device) for key, value in batch.items()}
-    return degradation.degrade(batch)[0]
+    return degradation(batch)["lq"][0]
 
 
 def synthesize(cfg: DictConfig) -> dict:
@@ -124,7 +125,7 @@ def synthesize(cfg: DictConfig) -> dict:
     return manifest
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="synth")
+@hydra.main(version_base="1.3", config_path="conf", config_name="synth")
 def main(cfg: DictConfig) -> None:
     run_reporting_errors(synthesize, cfg)
 

@@ -11,7 +11,7 @@ from PIL import Image
 
 from d3sr.data import EmbeddedPhotos, ImageFiles, SRDataModule
 from d3sr.data.datasets import random_crop
-from d3sr.images import read_image
+from d3sr.images import downscale, read_image
 from d3sr.data.degradation import BicubicDegradation
 
 
@@ -90,7 +90,7 @@ def batches(num_workers: int, batch_size: int, epochs: int = 1) -> dict[tuple[in
         for batch in loader:
             batch = module.on_after_batch_transfer(batch, 0)
             for i, index in enumerate(batch["index"].tolist()):
-                out[(epoch, index)] = torch.cat([batch["gt"][i], batch["lq"][i]])
+                out[(epoch, index)] = torch.cat([batch["gt"][i].flatten(), batch["lq"][i].flatten()])
     return out
 
 
@@ -108,9 +108,10 @@ def test_batches_hold_gt_and_lq_in_range():
     module = SRDataModule(EmbeddedPhotos(["chelsea"]), BicubicDegradation(), val=EmbeddedPhotos(["coffee"]),
                           crop_size=64, crops_per_image=2, batch_size=2, num_workers=0)  # fmt: skip
     batch = module.on_after_batch_transfer(next(iter(module.train_dataloader())), 0)
-    assert batch["gt"].shape == batch["lq"].shape == (2, 3, 64, 64)
+    assert batch["gt"].shape == (2, 3, 64, 64) and batch["lq"].shape == (2, 3, 16, 16)  # the small LQ
     assert 0 <= batch["lq"].min() and batch["lq"].max() <= 1
-    assert not torch.equal(batch["lq"], batch["gt"])
+    # The LQ is the ×4-downscaled crop (8-bit), so it is the degraded GT of the same sample, not another image.
+    torch.testing.assert_close(batch["lq"], downscale(batch["gt"]), rtol=0, atol=0.5 / 255 + 1e-6)
     val = [module.on_after_batch_transfer(b, 0)["gt"] for b in module.val_dataloader()]
     again = [module.on_after_batch_transfer(b, 0)["gt"] for b in module.val_dataloader()]
     assert all(torch.equal(a, b) for a, b in zip(val, again))  # fixed validation crops

@@ -10,12 +10,10 @@ from scipy import special
 
 from d3sr.data import kernels as K
 
-SET_A = dict(
-    kernel_list=K.KERNEL_TYPES, kernel_prob=(0.45, 0.25, 0.12, 0.03, 0.12, 0.03), sinc_prob=0.1,
-    blur_sigma=(0.2, 3.0), betag_range=(0.5, 4.0), betap_range=(1.0, 2.0), kernel_list2=K.KERNEL_TYPES,
-    kernel_prob2=(0.45, 0.25, 0.12, 0.03, 0.12, 0.03), sinc_prob2=0.1, blur_sigma2=(0.2, 1.5),
-    betag_range2=(0.5, 4.0), betap_range2=(1.0, 2.0), final_sinc_prob=0.8,
-)  # fmt: skip
+# Real-ESRGAN set A: each stage's kernel distribution (random_blur_kernel's arguments) and the final sinc probability.
+BLUR1 = dict(kernel_list=K.KERNEL_TYPES, kernel_prob=(0.45, 0.25, 0.12, 0.03, 0.12, 0.03), sinc_prob=0.1,
+             sigma_range=(0.2, 3.0), betag_range=(0.5, 4.0), betap_range=(1.0, 2.0))  # fmt: skip
+SET_A = dict(blur1=BLUR1, blur2={**BLUR1, "sigma_range": (0.2, 1.5)}, final_sinc_prob=0.8)
 
 
 def quadratic_form(size: int, sigma_x: float, sigma_y: float, theta: float) -> np.ndarray:
@@ -122,6 +120,21 @@ def test_sampler_draws_normalised_21x21_kernels_deterministically():
     again = K.sample_kernels(np.random.default_rng(3), **SET_A)
     for name in again:
         np.testing.assert_array_equal(again[name], draws[3][name])
+
+
+def test_shape_exponents_are_drawn_two_sided_like_basicsr():
+    """β ~ U(β_min, 1) or U(1, β_max) with probability ½ each, for the plateau as for the generalized Gaussian.
+
+    With betap_range [1, 2] the plateau kernel is the β = 1 plateau half the time (σ fixed, so β alone shapes it).
+    """
+    beta_one = K.plateau_kernel(11, 1.5, beta=1.0)
+    draws = [K.random_mixed_kernel(np.random.default_rng(seed), 11, ["plateau_iso"], [1.0], (1.5, 1.5), (0.5, 4),
+                                   (1, 2)) for seed in range(400)]  # fmt: skip
+    at_one = sum(np.allclose(kernel, beta_one, rtol=1e-12, atol=0) for kernel in draws)
+    assert 160 <= at_one <= 240  # Binomial(400, ½): mean 200, s.d. 10
+    rng = np.random.default_rng(0)
+    betas = np.array([K.two_sided_beta(rng, (0.5, 4.0)) for _ in range(2000)])
+    assert (betas < 1).mean() == pytest.approx(0.5, abs=0.05) and betas.min() >= 0.5 and betas.max() <= 4
 
 
 def test_sampler_rejects_unknown_kernel_types():

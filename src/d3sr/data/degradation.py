@@ -4,36 +4,28 @@ Every degradation has the same two halves:
 - `sample(rng) -> dict[str, Tensor]`: per-image random parameters, drawn on the CPU in the dataset workers from the
   sample's own `numpy.random.Generator` (kernels, scales, noise seeds, ...). Collated into the batch.
 - `__call__(batch) -> batch`: batched, no-grad, on the device (`SRDataModule.on_after_batch_transfer`); reads
-  `gt` (B, 3, H, W) in [0, 1] and the sampled parameters, adds `lq` (B, 3, H, W) in [0, 1] — the ×scale-smaller
-  LQ image resized back to the HR size, as SD-based generators take it — and may replace `gt` (e.g. USM sharpening).
-  `degrade(batch)` returns the small LQ (B, 3, H/scale, W/scale) before the resize back.
+  `gt` (B, 3, H, W) in [0, 1] and the sampled parameters, adds `lq` (B, 3, H/scale, W/scale) in [0, 1], 8-bit
+  quantised, drops the sampled parameters, and may replace `gt` (USM sharpening). The generator's input is made from
+  this small `lq` by `d3sr.images.generator_input`, the one owner of that contract.
 Determinism comes from the sampled parameters alone: no global RNG is used on the device side.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import InitVar, asdict, dataclass, fields, is_dataclass
+from typing import Any, TypeVar
 
 import kornia
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from d3sr.config import check_choice, check_positive
 from d3sr.data.kernels import KERNEL_TYPES, odd_sizes, sample_kernels
-
-RESIZE_MODES = ("bicubic", "bilinear", "area", "nearest")
-
-
-def resize(image: torch.Tensor, size: tuple[int, int], mode: str = "bicubic") -> torch.Tensor:
-    """Resize (B, C, H, W) to `size`; antialiased when shrinking with bicubic/bilinear (like MATLAB's imresize)."""
-    check_choice("resize mode", mode, RESIZE_MODES)
-    shrinking = size[0] < image.shape[-2] or size[1] < image.shape[-1]
-    kwargs = {"align_corners": False} if mode in ("bicubic", "bilinear") else {}
-    if mode in ("bicubic", "bilinear") and shrinking:
-        kwargs["antialias"] = True
-    return F.interpolate(image, size=size, mode=mode, **kwargs)
+from d3sr.errors import ConfigError
+from d3sr.images import downscale
+from d3sr.options import check_choice, check_positive
 
 
 def quantize(image: torch.Tensor) -> torch.Tensor:
@@ -41,49 +33,46 @@ def quantize(image: torch.Tensor) -> torch.Tensor:
     return (image.clamp(0, 1) * 255).round() / 255
 
 
-class BicubicDegradation:
-    """Classic ×scale bicubic down-sampling (antialiased), 8-bit quantised: the clean-SR setting."""
+def check_scale(scale: int) -> int:
+    """`scale` as an int >= 1, else ConfigError naming degradation.scale."""
+    if int(scale) != scale or scale < 1:
+        raise ConfigError(f"degradation.scale must be an integer >= 1, got {scale!r}")
+    return int(scale)
 
-    def __init__(self, scale: int = 4, resize_back: bool = True, resize_back_mode: str = "bicubic") -> None:
-        if scale < 1:
-            raise ValueError(f"degradation.scale must be >= 1, got {scale}")
-        self.scale, self.resize_back = int(scale), resize_back
-        self.resize_back_mode = check_choice("degradation.resize_back_mode", resize_back_mode, RESIZE_MODES)
+
+def check_divisible(gt: torch.Tensor, scale: int) -> tuple[int, int]:
+    """The LQ size (H/scale, W/scale) of `gt` (..., H, W), else ValueError when H or W is not a multiple of scale."""
+    height, width = gt.shape[-2:]
+    if height % scale or width % scale:
+        raise ValueError(f"gt size {height}×{width} is not divisible by the scale {scale}")
+    return height // scale, width // scale
+
+
+class BicubicDegradation:
+    """Classic ×scale bicubic down-sampling (antialiased, `d3sr.images.downscale`), 8-bit quantised: clean SR."""
+
+    def __init__(self, scale: int = 4) -> None:
+        self.scale = check_scale(scale)
 
     def sample(self, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         """No per-image parameters."""
         return {}
 
-    def degrade(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """LQ (B, 3, H/scale, W/scale) in [0, 1]."""
-        gt = batch["gt"]
-        height, width = gt.shape[-2:]
-        if height % self.scale or width % self.scale:
-            raise ValueError(f"gt size {height}×{width} is not divisible by the scale {self.scale}")
-        return quantize(resize(gt, (height // self.scale, width // self.scale), "bicubic"))
-
     @torch.no_grad()
     def __call__(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        batch = dict(batch)
-        batch["lq"] = resize_lq(self.degrade(batch), batch["gt"].shape[-2:], self.resize_back, self.resize_back_mode)
-        return batch
-
-
-def resize_lq(lq: torch.Tensor, size: tuple[int, int], resize_back: bool, mode: str = "bicubic") -> torch.Tensor:
-    """The generator's input: the small LQ resized back to the HR `size` (clamped to [0, 1]), or kept small."""
-    if not resize_back:
-        return lq
-    return resize(lq, tuple(size), mode).clamp_(0, 1)
+        """`batch` with `lq` (B, 3, H/scale, W/scale) in [0, 1] added."""
+        check_divisible(batch["gt"], self.scale)
+        return {**batch, "lq": quantize(downscale(batch["gt"], self.scale))}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Real-ESRGAN second-order degradation.
 
 DEGRADATION_RESIZE_MODES = ("area", "bilinear", "bicubic")  # Real-ESRGAN draws each resize mode from these
-STAGE_KEYS = ("resize_scale", "resize_mode", "gaussian_noise", "noise_sigma", "poisson_scale", "gray_noise",
+STAGE_KEYS = ("blur", "resize_scale", "resize_mode", "gaussian_noise", "noise_sigma", "poisson_scale", "gray_noise",
               "jpeg_quality")  # fmt: skip
 PARAM_KEYS = (
-    "kernel1", "kernel2", "sinc_kernel", *(f"{k}1" for k in STAGE_KEYS), "second_blur", *(f"{k}2" for k in STAGE_KEYS),
+    "kernel1", "kernel2", "sinc_kernel", *(f"{k}1" for k in STAGE_KEYS), *(f"{k}2" for k in STAGE_KEYS),
     "final_resize_first", "final_resize_mode", "no_degradation", "noise_seed",
 )  # fmt: skip
 
@@ -218,26 +207,165 @@ def usm_sharp(image: torch.Tensor, weight: float = 0.5, radius: int = 50, thresh
     return soft_mask * sharp + (1 - soft_mask) * image
 
 
-def _probabilities(key: str, value: Sequence[float], length: int) -> list[float]:
-    """`value` as a list of `length` probabilities summing to 1, else ValueError naming `key`."""
-    value = [float(v) for v in value]
-    if len(value) != length or min(value) < 0 or abs(sum(value) - 1) > 1e-6:
-        raise ValueError(f"degradation.{key} must be {length} probabilities summing to 1, got {value}")
-    return value
+# Settings: one dataclass per config node, validated once where it is built; errors name the full config key.
 
 
 def _probability(key: str, value: float) -> float:
     if not 0 <= value <= 1:
-        raise ValueError(f"degradation.{key} must be a probability in [0, 1], got {value!r}")
+        raise ConfigError(f"{key} must be a probability in [0, 1], got {value!r}")
     return float(value)
 
 
+def _distribution(key: str, value: Sequence[float], length: int) -> tuple[float, ...]:
+    """`value` as `length` probabilities summing to 1, else ConfigError naming `key`."""
+    value = tuple(float(v) for v in value)
+    if len(value) != length or min(value) < 0 or abs(sum(value) - 1) > 1e-6:
+        raise ConfigError(f"{key} must be {length} probabilities summing to 1, got {list(value)}")
+    return value
+
+
 def _interval(key: str, value: Sequence[float], low: float = 0.0, high: float = math.inf) -> tuple[float, float]:
-    """`value` as (min, max) with low <= min <= max <= high, else ValueError naming `key`."""
+    """`value` as (min, max) with low <= min <= max <= high, else ConfigError naming `key`."""
     value = tuple(float(v) for v in value)
     if len(value) != 2 or not low <= value[0] <= value[1] <= high:
-        raise ValueError(f"degradation.{key} must be [min, max] with {low} <= min <= max <= {high}, got {list(value)}")
+        raise ConfigError(f"{key} must be [min, max] with {low} <= min <= max <= {high}, got {list(value)}")
     return value
+
+
+def _interval_around_one(key: str, value: Sequence[float]) -> tuple[float, float]:
+    """A positive (min, max) with min <= 1 <= max: the ranges drawn U(min, 1) or U(1, max) (resize, kernel β)."""
+    value = _interval(key, value, low=1e-6)
+    if not value[0] <= 1 <= value[1]:
+        raise ConfigError(f"{key} must contain 1 (drawn as U(min, 1) or U(1, max)), got {list(value)}")
+    return value
+
+
+@dataclass
+class BlurSettings:
+    """One stage's blur-kernel distribution (Real-ESRGAN Sec. 3.2); the keyword arguments of `random_blur_kernel`."""
+
+    kernel_list: tuple[str, ...]  # kernel types, from d3sr.data.kernels.KERNEL_TYPES
+    kernel_prob: tuple[float, ...]  # probability of each type
+    sinc_prob: float  # a sinc kernel instead of the types above
+    sigma_range: tuple[float, float]  # σ_x, σ_y ~ U(range), pixels
+    betag_range: tuple[float, float]  # generalized Gaussian β ~ U(min, 1) or U(1, max)
+    betap_range: tuple[float, float]  # plateau β, drawn the same way
+    key: InitVar[str] = "blur"  # the config key named in error messages
+
+    def __post_init__(self, key: str) -> None:
+        self.kernel_list = tuple(check_choice(f"{key}.kernel_list entry", k, KERNEL_TYPES) for k in self.kernel_list)
+        if not self.kernel_list:
+            raise ConfigError(f"{key}.kernel_list must name at least one kernel type")
+        self.kernel_prob = _distribution(f"{key}.kernel_prob", self.kernel_prob, len(self.kernel_list))
+        self.sinc_prob = _probability(f"{key}.sinc_prob", self.sinc_prob)
+        self.sigma_range = _interval(f"{key}.sigma_range", self.sigma_range, low=1e-6)
+        self.betag_range = _interval_around_one(f"{key}.betag_range", self.betag_range)
+        self.betap_range = _interval_around_one(f"{key}.betap_range", self.betap_range)
+
+
+@dataclass
+class StageSettings:
+    """One degradation stage: blur (with probability) → resize → noise → JPEG.
+
+    Stage 2 resizes relative to the final size, and its JPEG is the final one (before or after the final resize).
+    """
+
+    blur_prob: float  # blur at all (Real-ESRGAN: stage 1 always, stage 2 with second_blur_prob)
+    blur: BlurSettings
+    resize_prob: tuple[float, float, float]  # up, down, keep
+    resize_range: tuple[float, float]  # scale ~ U(1, max) up, U(min, 1) down
+    gaussian_noise_prob: float  # Gaussian noise, else Poisson
+    noise_range: tuple[float, float]  # Gaussian σ in 8-bit levels (/255)
+    poisson_scale_range: tuple[float, float]
+    gray_noise_prob: float  # the same noise on all three channels
+    jpeg_range: tuple[float, float]  # JPEG quality in [1, 100]
+    key: InitVar[str] = "stage"
+
+    def __post_init__(self, key: str) -> None:
+        self.blur_prob = _probability(f"{key}.blur_prob", self.blur_prob)
+        if not isinstance(self.blur, BlurSettings):
+            raise ConfigError(f"{key}.blur must be a BlurSettings, got {type(self.blur).__name__}")
+        self.resize_prob = _distribution(f"{key}.resize_prob (up, down, keep)", self.resize_prob, 3)
+        self.resize_range = _interval_around_one(f"{key}.resize_range", self.resize_range)
+        self.gaussian_noise_prob = _probability(f"{key}.gaussian_noise_prob", self.gaussian_noise_prob)
+        self.noise_range = _interval(f"{key}.noise_range", self.noise_range)
+        self.poisson_scale_range = _interval(f"{key}.poisson_scale_range", self.poisson_scale_range)
+        self.gray_noise_prob = _probability(f"{key}.gray_noise_prob", self.gray_noise_prob)
+        self.jpeg_range = _interval(f"{key}.jpeg_range", self.jpeg_range, low=1, high=100)
+
+
+@dataclass
+class FinalSettings:
+    """The final stage: [resize to H/scale + sinc filter] and stage 2's JPEG, in random order."""
+
+    sinc_prob: float  # final sinc filter, else identity
+    resize_first_prob: float  # resize + sinc before the JPEG (else after)
+    key: InitVar[str] = "final"
+
+    def __post_init__(self, key: str) -> None:
+        self.sinc_prob = _probability(f"{key}.sinc_prob", self.sinc_prob)
+        self.resize_first_prob = _probability(f"{key}.resize_first_prob", self.resize_first_prob)
+
+
+@dataclass
+class UsmSettings:
+    """Unsharp masking of the target (`usm_sharp`), which is then degraded too, as Real-ESRGAN does."""
+
+    enabled: bool
+    weight: float
+    radius: int  # Gaussian kernel size (+1 if even)
+    threshold: float  # in 8-bit levels
+    key: InitVar[str] = "usm"
+
+    def __post_init__(self, key: str) -> None:
+        self.enabled = bool(self.enabled)
+        self.weight = float(check_positive(f"{key}.weight", self.weight, allow_zero=True))
+        if int(self.radius) != self.radius or self.radius < 1:
+            raise ConfigError(f"{key}.radius must be an integer >= 1, got {self.radius!r}")
+        self.radius = int(self.radius)
+        self.threshold = float(check_positive(f"{key}.threshold", self.threshold, allow_zero=True))
+
+
+# Real-ESRGAN's train_realesrgan_x4plus ("set A"), the defaults; StableSR's set B is conf/degradation/stablesr.yaml.
+SET_A_STAGE1 = StageSettings(
+    blur_prob=1.0,
+    blur=BlurSettings(kernel_list=KERNEL_TYPES, kernel_prob=(0.45, 0.25, 0.12, 0.03, 0.12, 0.03), sinc_prob=0.1,
+                      sigma_range=(0.2, 3.0), betag_range=(0.5, 4.0), betap_range=(1.0, 2.0)),
+    resize_prob=(0.2, 0.7, 0.1), resize_range=(0.15, 1.5), gaussian_noise_prob=0.5, noise_range=(1.0, 30.0),
+    poisson_scale_range=(0.05, 3.0), gray_noise_prob=0.4, jpeg_range=(30.0, 95.0),
+)  # fmt: skip
+SET_A_STAGE2 = StageSettings(
+    blur_prob=0.8,
+    blur=BlurSettings(kernel_list=KERNEL_TYPES, kernel_prob=(0.45, 0.25, 0.12, 0.03, 0.12, 0.03), sinc_prob=0.1,
+                      sigma_range=(0.2, 1.5), betag_range=(0.5, 4.0), betap_range=(1.0, 2.0)),
+    resize_prob=(0.3, 0.4, 0.3), resize_range=(0.3, 1.2), gaussian_noise_prob=0.5, noise_range=(1.0, 25.0),
+    poisson_scale_range=(0.05, 2.5), gray_noise_prob=0.4, jpeg_range=(30.0, 95.0),
+)  # fmt: skip
+SET_A_FINAL = FinalSettings(sinc_prob=0.8, resize_first_prob=0.5)
+USM_OFF = UsmSettings(enabled=False, weight=0.5, radius=50, threshold=10.0)  # OSEDiff and D³SR do not sharpen
+
+Settings = TypeVar("Settings", BlurSettings, StageSettings, FinalSettings, UsmSettings)
+
+
+def merge_settings(default: Settings, node: Settings | Mapping[str, Any] | None, key: str) -> Settings:
+    """`default` with the values that the config node `node` sets (nested nodes merge likewise), validated.
+
+    `node` may be a Hydra DictConfig, a dict naming only the values to change, or a finished settings object (taken
+    as it is). Unknown keys raise ConfigError naming the full key.
+    """
+    if node is None:
+        return default
+    if isinstance(node, type(default)):
+        return node
+    if not isinstance(node, Mapping):
+        raise ConfigError(f"{key} must be a mapping of settings, got {node!r}")
+    values = {f.name: getattr(default, f.name) for f in fields(default)}
+    unknown = [name for name in node if name not in values]
+    if unknown:
+        raise ConfigError(f"{key}.{unknown[0]} is not a setting; choose from {', '.join(values)}")
+    for name, value in node.items():
+        values[name] = merge_settings(values[name], value, f"{key}.{name}") if is_dataclass(values[name]) else value
+    return type(default)(**values, key=key)
 
 
 class RealESRGANDegradation:
@@ -248,6 +376,9 @@ class RealESRGANDegradation:
     USM (optional, on the target) → blur k1 → resize → noise → JPEG → blur k2 (prob.) → resize → noise → final
     [resize to H/scale + sinc, JPEG] in random order → 8-bit quantisation.
 
+    Settings: `stage1`, `stage2` (StageSettings), `final` (FinalSettings) and `usm` (UsmSettings) default to set A;
+    a mapping (a config node or a dict) changes only the keys it names, e.g. `stage2={"blur_prob": 0.5}`.
+
     Per-image determinism: `sample(rng)` draws every random choice of one image on the CPU, noise included (as an
     integer seed for a `torch.Generator`), so an image gets the same degradation whatever the batch size, order or
     number of workers. Real-ESRGAN draws one resize scale and mode per batch (a batch must share one size); here each
@@ -255,132 +386,56 @@ class RealESRGANDegradation:
     (a loop over the batch); the same-size stages (USM, blur with k1, final sinc) run batched. Results are
     reproducible on one device type; CPU and CUDA draw different noise from the same seed.
 
-    Images: `gt` (B, 3, H, W) in [0, 1] with H, W divisible by `scale`; `degrade` returns the LQ
-    (B, 3, H/scale, W/scale) in [0, 1], 8-bit quantised.
+    Images: `gt` (B, 3, H, W) in [0, 1] with H, W divisible by `scale`; `lq` (B, 3, H/scale, W/scale) in [0, 1],
+    8-bit quantised.
     """
 
     def __init__(
         self,
         scale: int = 4,
-        # Stage 1.
-        kernel_list: Sequence[str] = KERNEL_TYPES,
-        kernel_prob: Sequence[float] = (0.45, 0.25, 0.12, 0.03, 0.12, 0.03),
-        sinc_prob: float = 0.1,
-        blur_sigma: Sequence[float] = (0.2, 3.0),
-        betag_range: Sequence[float] = (0.5, 4.0),
-        betap_range: Sequence[float] = (1.0, 2.0),
-        resize_prob: Sequence[float] = (0.2, 0.7, 0.1),
-        resize_range: Sequence[float] = (0.15, 1.5),
-        gaussian_noise_prob: float = 0.5,
-        noise_range: Sequence[float] = (1.0, 30.0),
-        poisson_scale_range: Sequence[float] = (0.05, 3.0),
-        gray_noise_prob: float = 0.4,
-        jpeg_range: Sequence[float] = (30.0, 95.0),
-        # Stage 2.
-        second_blur_prob: float = 0.8,
-        kernel_list2: Sequence[str] = KERNEL_TYPES,
-        kernel_prob2: Sequence[float] = (0.45, 0.25, 0.12, 0.03, 0.12, 0.03),
-        sinc_prob2: float = 0.1,
-        blur_sigma2: Sequence[float] = (0.2, 1.5),
-        betag_range2: Sequence[float] = (0.5, 4.0),
-        betap_range2: Sequence[float] = (1.0, 2.0),
-        resize_prob2: Sequence[float] = (0.3, 0.4, 0.3),
-        resize_range2: Sequence[float] = (0.3, 1.2),
-        gaussian_noise_prob2: float = 0.5,
-        noise_range2: Sequence[float] = (1.0, 25.0),
-        poisson_scale_range2: Sequence[float] = (0.05, 2.5),
-        gray_noise_prob2: float = 0.4,
-        jpeg_range2: Sequence[float] = (30.0, 95.0),
-        # Final stage.
-        final_sinc_prob: float = 0.8,
-        resize_first_prob: float = 0.5,
+        stage1: StageSettings | Mapping[str, Any] | None = None,
+        stage2: StageSettings | Mapping[str, Any] | None = None,
+        final: FinalSettings | Mapping[str, Any] | None = None,
         kernel_range: Sequence[int] = (7, 21),
-        # Target sharpening, clean samples, generator input.
-        usm: bool = False,
-        usm_weight: float = 0.5,
-        usm_radius: int = 50,
-        usm_threshold: float = 10.0,
+        usm: UsmSettings | Mapping[str, Any] | None = None,
         no_degradation_prob: float = 0.0,
-        resize_back: bool = True,
-        resize_back_mode: str = "bicubic",
     ) -> None:
-        if scale < 1:
-            raise ValueError(f"degradation.scale must be >= 1, got {scale}")
-        self.scale = int(scale)
+        self.scale = check_scale(scale)
+        self.stage1 = merge_settings(SET_A_STAGE1, stage1, "degradation.stage1")
+        self.stage2 = merge_settings(SET_A_STAGE2, stage2, "degradation.stage2")
+        self.final = merge_settings(SET_A_FINAL, final, "degradation.final")
         odd_sizes(kernel_range)
         self.kernel_range = tuple(int(k) for k in kernel_range)
-        self.blur1 = self._blur_settings("", kernel_list, kernel_prob, sinc_prob, blur_sigma, betag_range, betap_range)
-        self.blur2 = self._blur_settings("2", kernel_list2, kernel_prob2, sinc_prob2, blur_sigma2, betag_range2,
-                                         betap_range2)  # fmt: skip
-        self.stage1 = self._stage_settings("", resize_prob, resize_range, gaussian_noise_prob, noise_range,
-                                           poisson_scale_range, gray_noise_prob, jpeg_range)  # fmt: skip
-        self.stage2 = self._stage_settings("2", resize_prob2, resize_range2, gaussian_noise_prob2, noise_range2,
-                                           poisson_scale_range2, gray_noise_prob2, jpeg_range2)  # fmt: skip
-        self.second_blur_prob = _probability("second_blur_prob", second_blur_prob)
-        self.final_sinc_prob = _probability("final_sinc_prob", final_sinc_prob)
-        self.resize_first_prob = _probability("resize_first_prob", resize_first_prob)
-        self.usm, self.usm_weight, self.usm_threshold = bool(usm), float(usm_weight), float(usm_threshold)
-        self.usm_radius = int(check_positive("degradation.usm_radius", usm_radius))
-        self.no_degradation_prob = _probability("no_degradation_prob", no_degradation_prob)
-        self.resize_back = resize_back
-        self.resize_back_mode = check_choice("degradation.resize_back_mode", resize_back_mode, RESIZE_MODES)
-
-    @staticmethod
-    def _blur_settings(suffix, kernel_list, kernel_prob, sinc_prob, blur_sigma, betag_range, betap_range) -> dict:
-        kernel_list = list(kernel_list)
-        for kind in kernel_list:
-            check_choice(f"degradation.kernel_list{suffix} entry", kind, KERNEL_TYPES)
-        return {
-            "kernel_list": kernel_list,
-            "kernel_prob": _probabilities(f"kernel_prob{suffix}", kernel_prob, len(kernel_list)),
-            "sinc_prob": _probability(f"sinc_prob{suffix}", sinc_prob),
-            "blur_sigma": _interval(f"blur_sigma{suffix}", blur_sigma, low=1e-6),
-            "betag_range": _interval(f"betag_range{suffix}", betag_range, low=1e-6),
-            "betap_range": _interval(f"betap_range{suffix}", betap_range, low=1e-6),
-        }
-
-    @staticmethod
-    def _stage_settings(suffix, resize_prob, resize_range, gaussian_noise_prob, noise_range, poisson_scale_range,
-                        gray_noise_prob, jpeg_range) -> dict:  # fmt: skip
-        resize_range = _interval(f"resize_range{suffix}", resize_range, low=1e-6)
-        if not resize_range[0] <= 1 <= resize_range[1]:
-            raise ValueError(f"degradation.resize_range{suffix} must contain 1, got {list(resize_range)}")
-        return {
-            "resize_prob": _probabilities(f"resize_prob{suffix} (up, down, keep)", resize_prob, 3),
-            "resize_range": resize_range,
-            "gaussian_noise_prob": _probability(f"gaussian_noise_prob{suffix}", gaussian_noise_prob),
-            "noise_range": _interval(f"noise_range{suffix}", noise_range),
-            "poisson_scale_range": _interval(f"poisson_scale_range{suffix}", poisson_scale_range),
-            "gray_noise_prob": _probability(f"gray_noise_prob{suffix}", gray_noise_prob),
-            "jpeg_range": _interval(f"jpeg_range{suffix}", jpeg_range, low=1, high=100),
-        }
+        self.usm = merge_settings(USM_OFF, usm, "degradation.usm")
+        self.no_degradation_prob = _probability("degradation.no_degradation_prob", no_degradation_prob)
 
     # CPU side -------------------------------------------------------------------------------------------------------
 
     @staticmethod
-    def _sample_stage(rng: np.random.Generator, settings: dict) -> dict[str, float]:
-        """One stage's resize (scale, mode), noise (type, σ, Poisson scale, gray) and JPEG quality."""
-        direction = int(rng.choice(3, p=settings["resize_prob"]))  # up, down, keep
-        low, high = settings["resize_range"]
+    def _sample_stage(rng: np.random.Generator, stage: StageSettings) -> dict[str, float]:
+        """One stage's blur (yes/no), resize (scale, mode), noise (type, σ, Poisson scale, gray) and JPEG quality."""
+        blur = rng.random() < stage.blur_prob
+        direction = int(rng.choice(3, p=stage.resize_prob))  # up, down, keep
+        low, high = stage.resize_range
         up, down = rng.uniform(1, high), rng.uniform(low, 1)
         return {
+            "blur": blur,
             "resize_scale": (up, down, 1.0)[direction],
             "resize_mode": int(rng.integers(len(DEGRADATION_RESIZE_MODES))),
-            "gaussian_noise": rng.random() < settings["gaussian_noise_prob"],
-            "noise_sigma": rng.uniform(*settings["noise_range"]) / 255,
-            "poisson_scale": rng.uniform(*settings["poisson_scale_range"]),
-            "gray_noise": rng.random() < settings["gray_noise_prob"],
-            "jpeg_quality": rng.uniform(*settings["jpeg_range"]),
+            "gaussian_noise": rng.random() < stage.gaussian_noise_prob,
+            "noise_sigma": rng.uniform(*stage.noise_range) / 255,
+            "poisson_scale": rng.uniform(*stage.poisson_scale_range),
+            "gray_noise": rng.random() < stage.gray_noise_prob,
+            "jpeg_quality": rng.uniform(*stage.jpeg_range),
         }
 
     def sample(self, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         """Every random choice of one image's degradation, as fixed-shape tensors (default collation stacks them)."""
-        kernels = sample_kernels(rng, **self.blur1, **{f"{k}2": v for k, v in self.blur2.items()},
-                                 final_sinc_prob=self.final_sinc_prob, kernel_range=self.kernel_range)  # fmt: skip
+        blur1, blur2 = asdict(self.stage1.blur), asdict(self.stage2.blur)
+        kernels = sample_kernels(rng, blur1, blur2, self.final.sinc_prob, self.kernel_range)
         values = {f"{k}1": v for k, v in self._sample_stage(rng, self.stage1).items()}
-        values["second_blur"] = rng.random() < self.second_blur_prob
         values.update({f"{k}2": v for k, v in self._sample_stage(rng, self.stage2).items()})
-        values["final_resize_first"] = rng.random() < self.resize_first_prob
+        values["final_resize_first"] = rng.random() < self.final.resize_first_prob
         values["final_resize_mode"] = int(rng.integers(len(DEGRADATION_RESIZE_MODES)))
         values["no_degradation"] = rng.random() < self.no_degradation_prob
         values["noise_seed"] = int(rng.integers(0, 2**62))
@@ -414,10 +469,8 @@ class RealESRGANDegradation:
                 "by its sample(rng) (SRSamples(sample_degradation=degradation.sample) does this)"
             )
         gt = batch["gt"].float()
+        final_size = check_divisible(gt, self.scale)
         height, width = gt.shape[-2:]
-        if height % self.scale or width % self.scale:
-            raise ValueError(f"gt size {height}×{width} is not divisible by the scale {self.scale}")
-        final_size = (height // self.scale, width // self.scale)
         # One host transfer for every scalar parameter; the kernels stay on the device.
         scalars = [key for key in PARAM_KEYS if batch[key].ndim == 1]
         columns = {key: batch[key].tolist() for key in scalars}
@@ -425,10 +478,10 @@ class RealESRGANDegradation:
         support2 = (batch["kernel2"].abs().sum(dim=-1) > 0).sum(dim=-1).tolist()
 
         # 1. Sharpen the target (Real-ESRGAN degrades the sharpened image too).
-        if self.usm:
-            gt = usm_sharp(gt, self.usm_weight, self.usm_radius, self.usm_threshold)
-        # 2. Stage 1 blur, batched (every image has the HR size).
-        blurred = filter2d(gt, batch["kernel1"])
+        if self.usm.enabled:
+            gt = usm_sharp(gt, self.usm.weight, self.usm.radius, self.usm.threshold)
+        # 2. Stage 1 blur, batched (every image has the HR size); images drawn without it keep the target.
+        blurred = torch.where(batch["blur1"].reshape(-1, 1, 1, 1), filter2d(gt, batch["kernel1"]), gt)
         small = []
         for i, p in enumerate(params):
             if p["no_degradation"]:
@@ -439,7 +492,7 @@ class RealESRGANDegradation:
             x = self._stage(blurred[i : i + 1], p, 1, (height, width), generator)
             x = jpeg(x, batch["jpeg_quality1"][i : i + 1])
             # Stage 2: blur (with probability), resize relative to the final size, noise.
-            if p["second_blur"]:
+            if p["blur2"]:
                 x = filter2d(x, crop_kernel(batch["kernel2"][i : i + 1], support2[i]))
             x = self._stage(x, p, 2, final_size, generator)
             # Final stage, JPEG-first order: JPEG before the resize to H/scale (the sinc filter follows, batched).
@@ -455,19 +508,15 @@ class RealESRGANDegradation:
         # 4. Clean samples (no_degradation_prob): the plain bicubic ×scale down-sampling of the target.
         clean = [i for i, p in enumerate(params) if p["no_degradation"]]
         if clean:
-            lq[clean] = resize(gt[clean], final_size, "bicubic")
+            lq[clean] = downscale(gt[clean], self.scale)
         return quantize(lq), gt
-
-    def degrade(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """LQ (B, 3, H/scale, W/scale) in [0, 1], 8-bit quantised."""
-        return self._degrade(batch)[0]
 
     @torch.no_grad()
     def __call__(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Adds `lq` (the LQ resized back to the HR size unless resize_back is false); `gt` becomes the USM target if
-        configured; the sampled parameters are dropped from the batch."""
+        """`batch` with `lq` (B, 3, H/scale, W/scale) added, `gt` USM-sharpened if configured, the sampled
+        parameters dropped."""
         lq, gt = self._degrade(batch)
         batch = {key: value for key, value in batch.items() if key not in PARAM_KEYS}
-        batch["gt"] = gt if self.usm else batch["gt"]
-        batch["lq"] = resize_lq(lq, gt.shape[-2:], self.resize_back, self.resize_back_mode)
+        batch["gt"] = gt if self.usm.enabled else batch["gt"]
+        batch["lq"] = lq
         return batch

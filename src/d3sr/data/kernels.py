@@ -3,13 +3,14 @@
 Every kernel is a pure NumPy function of its parameters, odd-sized, float64 and normalised to sum 1. Coordinates are
 x (column offset) and y (row offset) from the centre; Σ = R(θ) diag(σ_x², σ_y²) R(θ)ᵀ. `sample_kernels` draws one
 image's `kernel1`, `kernel2` and `sinc_kernel` (all zero-padded to 21×21) from a `numpy.random.Generator`, with the
-same distributions as Real-ESRGAN's `RealESRGANDataset`.
+same distributions as Real-ESRGAN's `RealESRGANDataset` (BasicSR's `random_mixed_kernels`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from scipy import special
@@ -119,12 +120,16 @@ def random_mixed_kernel(
     betag_range: Sequence[float],
     betap_range: Sequence[float],
 ) -> np.ndarray:
-    """One (size, size) kernel: its type drawn from kernel_list with kernel_prob, then its shape parameters."""
+    """One (size, size) kernel: its type drawn from kernel_list with kernel_prob, then its shape parameters.
+
+    Both shape exponents are drawn two-sided (`two_sided_beta`), as BasicSR's random_bivariate_generalized_Gaussian
+    and random_bivariate_plateau do: with betap_range [1, 2] the plateau has β = 1 half the time.
+    """
     kind = kernel_list[int(rng.choice(len(kernel_list), p=np.asarray(kernel_prob, dtype=np.float64)))]
     # All shape parameters are drawn whatever the type; the type decides which are used.
     sigma_x, sigma_y = rng.uniform(*sigma_range), rng.uniform(*sigma_range)
     theta = rng.uniform(-math.pi, math.pi)
-    beta_g, beta_p = two_sided_beta(rng, betag_range), float(rng.uniform(*betap_range))
+    beta_g, beta_p = two_sided_beta(rng, betag_range), two_sided_beta(rng, betap_range)
     if kind.endswith("_iso") or kind == "iso":
         sigma_y, theta = sigma_x, 0.0
     if kind in ("iso", "aniso"):
@@ -174,26 +179,18 @@ def random_final_sinc_kernel(
 
 def sample_kernels(
     rng: np.random.Generator,
-    kernel_list: Sequence[str],
-    kernel_prob: Sequence[float],
-    sinc_prob: float,
-    blur_sigma: Sequence[float],
-    betag_range: Sequence[float],
-    betap_range: Sequence[float],
-    kernel_list2: Sequence[str],
-    kernel_prob2: Sequence[float],
-    sinc_prob2: float,
-    blur_sigma2: Sequence[float],
-    betag_range2: Sequence[float],
-    betap_range2: Sequence[float],
+    blur1: Mapping[str, Any],
+    blur2: Mapping[str, Any],
     final_sinc_prob: float,
     kernel_range: Sequence[int] = (7, 21),
 ) -> dict[str, np.ndarray]:
-    """One image's kernels {'kernel1', 'kernel2', 'sinc_kernel'}, each (21, 21) float32 summing to 1."""
-    kernel1 = random_blur_kernel(rng, kernel_list, kernel_prob, sinc_prob, blur_sigma, betag_range, betap_range,
-                                 kernel_range)  # fmt: skip
-    kernel2 = random_blur_kernel(rng, kernel_list2, kernel_prob2, sinc_prob2, blur_sigma2, betag_range2, betap_range2,
-                                 kernel_range)  # fmt: skip
+    """One image's kernels {'kernel1', 'kernel2', 'sinc_kernel'}, each (21, 21) float32 summing to 1.
+
+    blur1, blur2: each stage's kernel distribution, the keyword arguments of `random_blur_kernel` (kernel_list,
+    kernel_prob, sinc_prob, sigma_range, betag_range, betap_range), e.g. `dataclasses.asdict` of a BlurSettings.
+    """
+    kernel1 = random_blur_kernel(rng, **blur1, kernel_range=kernel_range)
+    kernel2 = random_blur_kernel(rng, **blur2, kernel_range=kernel_range)
     final = random_final_sinc_kernel(rng, final_sinc_prob, kernel_range)
     kernels = {"kernel1": kernel1, "kernel2": kernel2, "sinc_kernel": final}
     return {name: to_float32(kernel) for name, kernel in kernels.items()}
