@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from d3sr.evaluation import complexity
 from d3sr.models.loading import meta
-from d3sr.models.lora import GENERATOR_TARGETS
+from d3sr.models.lora import LORA_TARGETS
 
 
 def lora_sum(unet: torch.nn.Module, targets, rank: int = 16, under=("",)) -> int:
@@ -33,17 +32,20 @@ def test_generator_parameters_match_the_architecture_and_the_paper():
     fresh = meta("sd21")
     assert counts.parts["unet"] == n_params(fresh.unet) == 865_910_724  # SD 2.1-base UNet
     assert counts.parts["vae"] == n_params(fresh.vae) == 83_653_863  # SD VAE
-    assert counts.lora == counts.trainable == lora_sum(fresh.unet, GENERATOR_TARGETS)
+    assert counts.lora == counts.trainable == lora_sum(fresh.unet, LORA_TARGETS)
     assert counts.total == counts.parts["unet"] + counts.parts["vae"] + counts.lora
     assert counts.total / 1e6 == pytest.approx(966.3, abs=1.0)  # paper, Table 3
 
 
-def test_generator_targets_are_the_configs():
-    config = OmegaConf.load("conf/model/generator/sd21.yaml")
-    assert tuple(config.lora_targets) == GENERATOR_TARGETS and config.lora_rank == 16
+def test_defaults_are_the_configs(compose):
+    # The complexity command and bench/ count the networks with complexity.py's defaults: the configured ones.
+    generator = compose().model.generator
+    assert tuple(generator.lora_targets) == LORA_TARGETS
+    assert (generator.lora_rank, generator.lora_alpha, generator.timestep) == (16, 16, 399)
     for arch in ("sdxl", "sd21", "sd15"):
-        disc = OmegaConf.load(f"conf/model/discriminator/{arch}.yaml")
-        assert tuple(disc.lora_targets) == complexity.DISCRIMINATOR_TARGETS and disc.head_hidden == 512
+        disc = compose([f"model/discriminator={arch}"]).model.discriminator
+        assert tuple(disc.lora_targets) == LORA_TARGETS
+        assert (disc.lora_rank, disc.lora_alpha, disc.head_hidden) == (16, 16, 512)
 
 
 @pytest.mark.parametrize("arch", ["sdxl", "sd21", "sd15"])
@@ -52,7 +54,7 @@ def test_discriminator_parameters_are_down_and_mid_blocks_plus_lora_and_head(arc
     fresh = meta(arch, with_vae=False).unet
     dropped = sum(n_params(getattr(fresh, n)) for n in ("up_blocks", "conv_norm_out", "conv_out"))
     assert counts.parts["unet"] == n_params(fresh) - dropped
-    lora = lora_sum(fresh, complexity.DISCRIMINATOR_TARGETS, under=("down_blocks", "mid_block"))
+    lora = lora_sum(fresh, LORA_TARGETS, under=("down_blocks", "mid_block"))
     assert counts.lora == lora > 0
     assert counts.parts["head"] == 2 * 1280 + (1280 * 512 + 512) + (512 + 1)
     assert counts.trainable == counts.lora + counts.parts["head"]
@@ -68,13 +70,3 @@ def test_generator_macs_at_512():
     assert parts["vae.decoder"] > parts["vae.encoder"] > parts["unet"] > macs.lora > 0
     # The UNet's input convolution alone: 64² positions × 320 outputs × 4·3·3 inputs.
     assert parts["unet"] > 64 * 64 * 320 * 4 * 9
-
-
-def test_complexity_cli_prints_the_table(compose, capsys):
-    from d3sr.evaluate import evaluate
-
-    assert evaluate(compose(["complexity=true"], config_name="evaluate")) == 0
-    out = capsys.readouterr().out
-    assert (
-        "| MACs (G), conv + linear layers | 2,132.3 | 2,132 |" in out and "| parameters (M) | 965.78 | 966.3 |" in out
-    )

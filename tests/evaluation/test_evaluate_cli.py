@@ -1,4 +1,4 @@
-"""The evaluation CLI: reports written, protocol stated, errors clear (exit 2), paper row, bundle path."""
+"""The evaluation command: reports written, protocol stated, errors clear (exit 2), paper row, bundle path."""
 
 from __future__ import annotations
 
@@ -7,13 +7,12 @@ import json
 import os
 import subprocess
 import sys
-import types
 
 import pytest
 from eval_helpers import write_pairs
 from PIL import Image
 
-from d3sr.cli import run_reporting_errors
+from d3sr.errors import run_reporting_errors
 from d3sr.evaluate import evaluate
 
 pytest.importorskip("pyiqa")
@@ -115,6 +114,8 @@ def test_extra_files_are_noted(run, pairs, tmp_path):
         (["output={sr}/reports"], "input folders are never written"),
         (["compare=paper", "name=Urban100"], "compare=paper needs name="),
         (["color=lab"], "color='lab' is not valid"),
+        (["align=middle"], "align='middle' is not valid"),
+        (["crop_border=-1"], "crop_border must be >= 0"),
         (["metrics=[psnr,sharpness]"], "unknown metric 'sharpness'"),
         (["hr=null"], "need hr="),
     ],
@@ -128,37 +129,30 @@ def test_user_errors_exit_2(run, pairs, capsys, overrides, message):
     assert message in capsys.readouterr().err
 
 
-def test_check_weights_exit_status(run, empty_hub, with_random_hub, capsys, monkeypatch):
-    assert run(["check_weights=true", "metrics=[psnr,lpips,dists]"]) == 0
-    assert "All weight files are present." in capsys.readouterr().out
-    monkeypatch.setenv("TORCH_HOME", str(empty_hub))
-    assert run(["check_weights=true", "metrics=[lpips]"]) == 1
-    out = capsys.readouterr().out
-    assert "[missing] lpips" in out and "LPIPS_v0.1_alex-df73285e.pth" in out
-
-
 class BicubicPipeline:
     """Stands in for D3SRPipeline: ×4 bicubic upscaling, same call convention ((B, 3, h, w) in [0, 1] in and out)."""
 
     loaded_with = None
 
-    @classmethod
-    def from_pretrained(cls, path, device=None, dtype=None):
-        cls.loaded_with = (path, device, dtype)
-        return cls()
+    def __init__(self, options):
+        self.options = options
 
-    def super_resolve(self, lq, **options):
+    @classmethod
+    def from_pretrained(cls, path, device=None, dtype=None, options=None):
+        cls.loaded_with = (path, device, dtype, options)
+        return cls(options)
+
+    def super_resolve(self, lq):
         import torch.nn.functional as F
 
-        BicubicPipeline.options = options
         return F.interpolate(lq, scale_factor=4, mode="bicubic", align_corners=False).clamp(0, 1)
 
 
 def test_bundle_runs_inference_then_evaluates(run, tmp_path, monkeypatch, capsys):
-    # The plumbing (LR folder → pipeline → output/sr → metrics) with a stand-in pipeline module.
-    module = types.ModuleType("d3sr.inference.pipeline")
-    module.D3SRPipeline = BicubicPipeline
-    monkeypatch.setitem(sys.modules, "d3sr.inference.pipeline", module)
+    # The plumbing (LR folder → pipeline → output/sr → metrics) with a stand-in pipeline.
+    from d3sr.inference import InferenceOptions
+
+    monkeypatch.setattr("d3sr.evaluate.D3SRPipeline", BicubicPipeline)
     _, hr = write_pairs(tmp_path / "set", sigma=0)
     lq = tmp_path / "lq"
     lq.mkdir()
@@ -166,30 +160,32 @@ def test_bundle_runs_inference_then_evaluates(run, tmp_path, monkeypatch, capsys
         Image.open(path).resize((20, 16), Image.BICUBIC).save(lq / path.name)
     out = tmp_path / "out"
     assert run([f"bundle={tmp_path / 'bundle'}", f"lq={lq}", f"hr={hr}", f"output={out}", "metrics=[psnr,ssim]",
-                "device=cpu", "tile.size=0", "color_fix=none"]) == 0  # fmt: skip
-    assert BicubicPipeline.loaded_with[1] == "cpu"
-    assert BicubicPipeline.options == {"tile_size": 0, "tile_overlap": 128, "color_fix": "none"}
+                "inference.device=cpu", "inference.tile_size=0", "inference.color_fix=none"]) == 0  # fmt: skip
+    # The shared inference node reaches the pipeline as one InferenceOptions; evaluation runs it in fp32.
+    path, _, _, options = BicubicPipeline.loaded_with
+    assert path == str(tmp_path / "bundle")
+    assert options == InferenceOptions(tile_size=0, tile_overlap=128, color_fix="none", device="cpu", precision="fp32")
     assert sorted(p.name for p in (out / "sr").iterdir()) == ["astronaut.png", "chelsea.png", "coffee.png"]
     summary = json.loads((out / "summary.json").read_text())
     assert 15 < summary["means"]["psnr"] < 40 and summary["bundle"] == str(tmp_path / "bundle")
-    assert summary["inference"] == {**BicubicPipeline.options, "dtype": "float32"}
+    assert summary["inference"] == {"tile_size": 0, "tile_overlap": 128, "color_fix": "none", "dtype": "float32"}
 
-    # Inference options are checked before anything runs, naming the key (exit status 2).
-    for bad in ("tile.size=100", "color_fix=sharpen"):
+    # Inference options are checked once, before anything runs, naming the key (exit status 2).
+    BicubicPipeline.loaded_with = None
+    for bad in ("inference.tile_size=100", "inference.color_fix=sharpen", "inference.device=tpu"):
         with pytest.raises(SystemExit) as exit_info:
             run([f"bundle={tmp_path / 'bundle'}", f"lq={lq}", f"hr={hr}", f"output={tmp_path / 'o2'}", bad])
         assert exit_info.value.code == 2
-        assert bad.split("=")[0] in capsys.readouterr().err
-    assert not (tmp_path / "o2").exists()
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and bad.split("=")[0] in err
+    assert not (tmp_path / "o2").exists() and BicubicPipeline.loaded_with is None
 
 
 def test_bundle_reads_lq_images_as_infer_does(run, tmp_path, monkeypatch):
     # 16-bit gray and transparent LQ images: scaled to [0, 1] and composited on white, not clipped or dropped.
     import numpy as np
 
-    module = types.ModuleType("d3sr.inference.pipeline")
-    module.D3SRPipeline = BicubicPipeline
-    monkeypatch.setitem(sys.modules, "d3sr.inference.pipeline", module)
+    monkeypatch.setattr("d3sr.evaluate.D3SRPipeline", BicubicPipeline)
     lq, hr = tmp_path / "lq", tmp_path / "hr"
     lq.mkdir()
     hr.mkdir()
@@ -199,14 +195,13 @@ def test_bundle_reads_lq_images_as_infer_does(run, tmp_path, monkeypatch):
         Image.new("RGB", (80, 64), (128, 128, 128)).save(hr / f"{name}.png")
     out = tmp_path / "out"
     assert run([f"bundle={tmp_path / 'bundle'}", f"lq={lq}", f"hr={hr}", f"output={out}", "metrics=[psnr]",
-                "device=cpu"]) == 0  # fmt: skip
+                "inference.device=cpu"]) == 0  # fmt: skip
     assert np.unique(np.asarray(Image.open(out / "sr" / "deep.png"))).tolist() == [128]
     assert np.unique(np.asarray(Image.open(out / "sr" / "clear.png"))).tolist() == [255]
 
 
 def test_bundle_end_to_end_with_a_tiny_checkpoint(run, compose, tmp_path, monkeypatch):
     # The real D3SRPipeline on a checkpoint of the tiny generator, written by the training module's own hook.
-    pytest.importorskip("d3sr.inference.pipeline")
     import torch
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
@@ -228,7 +223,7 @@ def test_bundle_end_to_end_with_a_tiny_checkpoint(run, compose, tmp_path, monkey
         Image.open(path).resize((20, 16), Image.BICUBIC).save(lq / path.name)
     out = tmp_path / "out"
     assert run([f"bundle={tmp_path / 'tiny.ckpt'}", f"lq={lq}", f"hr={hr}", f"output={out}", "metrics=[psnr,ssim]",
-                "device=cpu"]) == 0  # fmt: skip
+                "inference.device=cpu"]) == 0  # fmt: skip
     assert [Image.open(p).size for p in sorted((out / "sr").iterdir())] == [(80, 64), (80, 64)]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["protocol"]["images_evaluated"] == 2 and "ours (tiny.ckpt)" in (out / "results.md").read_text()

@@ -1,17 +1,20 @@
-"""The weight-file table against pyiqa's own sources, the presence report, and the no-download guard."""
+"""The weight-file table against pyiqa's own sources, the presence report, and the no-download guards."""
 
 from __future__ import annotations
 
+import os
 import re
+import types
+import urllib.request
 from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
 import torch
 
-from d3sr.config import D3SRError
-from d3sr.evaluation.metrics import DEFAULT_METRICS, build_metric
-from d3sr.evaluation.weights import WEIGHT_FILES, check_weights, no_downloads
+from d3sr.errors import ConfigError, D3SRError
+from d3sr.evaluation.suite import DEFAULT_METRICS, build_metric
+from d3sr.evaluation.weights import WEIGHT_FILES, check_weights, maniqa_backbone_offline, no_downloads, swapped
 
 pytest.importorskip("pyiqa")
 
@@ -59,7 +62,7 @@ def test_report_lists_present_and_missing(empty_hub):
     vgg.parent.mkdir(parents=True)
     vgg.write_bytes(b"")
     assert [e.file.name for e in check_weights(["dists"]).missing] == ["DISTS_weights-f5e65c96.pth"]
-    with pytest.raises(ValueError, match="unknown metric"):
+    with pytest.raises(ConfigError, match="unknown metric"):
         check_weights(["sharpness"])
 
 
@@ -84,3 +87,47 @@ def test_guard_turns_downloads_into_our_error(empty_hub):
         with pytest.raises(D3SRError, match="never downloads"):
             download_util.load_file_from_url("https://example.org/weights.pth")
     assert not list(empty_hub.rglob("*.pth"))
+
+
+def test_guard_puts_everything_back(empty_hub, monkeypatch):
+    from pyiqa.utils import download_util
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    before = (download_util.DEFAULT_CACHE_DIR, download_util.download_url_to_file, torch.hub.download_url_to_file,
+              urllib.request.urlopen)  # fmt: skip
+    with no_downloads():
+        assert os.environ["HF_HUB_OFFLINE"] == "1"
+        assert torch.hub.download_url_to_file is not before[2] and urllib.request.urlopen is not before[3]
+    after = (download_util.DEFAULT_CACHE_DIR, download_util.download_url_to_file, torch.hub.download_url_to_file,
+             urllib.request.urlopen)  # fmt: skip
+    assert after == before and "HF_HUB_OFFLINE" not in os.environ
+
+
+def test_swapped_restores_attributes_and_keys_even_after_an_error():
+    owner = types.SimpleNamespace(kept=1)
+    table = {"kept": 1}
+    with pytest.raises(RuntimeError), swapped(owner, kept=2, added=3), swapped(table, kept=2, added=3):
+        assert (owner.kept, owner.added, table["kept"], table["added"]) == (2, 3, 2, 3)
+        raise RuntimeError("inside")
+    assert vars(owner) == {"kept": 1} and table == {"kept": 1}
+
+
+def test_maniqa_backbone_is_built_without_imagenet_weights(monkeypatch):
+    import pyiqa.archs.maniqa_arch as maniqa_arch
+
+    timm = maniqa_arch.timm
+    calls = []
+
+    def create_model(name, **kwargs):
+        calls.append((name, kwargs))
+        return torch.nn.Identity()
+
+    monkeypatch.setattr(timm, "create_model", create_model)
+    # MANIQA's own call, as made inside the guard.
+    source = Path(find_spec("pyiqa").submodule_search_locations[0], "archs", "maniqa_arch.py").read_text()
+    assert "timm.create_model('vit_base_patch8_224', pretrained=True)" in source
+    with maniqa_backbone_offline():
+        backbone = maniqa_arch.timm.create_model("vit_base_patch8_224", pretrained=True)
+    assert isinstance(backbone, torch.nn.Identity)
+    assert calls == [("vit_base_patch8_224", {"pretrained": False})]
+    assert maniqa_arch.timm is timm  # put back

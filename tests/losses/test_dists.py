@@ -6,7 +6,7 @@ import pytest
 import torch
 from torchvision.models import vgg16
 
-from d3sr.config import D3SRError
+from d3sr.errors import D3SRError
 from d3sr.losses.dists import DISTS, VGG16_FILE, default_vgg16_path
 
 

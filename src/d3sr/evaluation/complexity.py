@@ -18,11 +18,13 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from d3sr.errors import ConfigError
 from d3sr.evaluation import paper
-from d3sr.models.lora import GENERATOR_TARGETS
+from d3sr.models.lora import LORA_TARGETS
+from d3sr.options import check_positive
 
-# The discriminator configs (conf/model/discriminator/*.yaml) put LoRA on the generator's layer types but conv_out.
-DISCRIMINATOR_TARGETS = tuple(t for t in GENERATOR_TARGETS if t != "conv_out")
+# The defaults below are the paper's settings as configured in conf/model (tests/evaluation keep them equal):
+# LoRA r=16, α=16 on LORA_TARGETS (the discriminator: inside its down/mid blocks), T_L=399, a 512-wide head.
 
 
 @dataclass
@@ -55,7 +57,7 @@ def meta_generator(
     arch: str = "sd21",
     lora_rank: int = 16,
     lora_alpha: float = 16,
-    lora_targets=GENERATOR_TARGETS,
+    lora_targets=LORA_TARGETS,
     timestep: int = 399,
 ):
     """The full-size OneStepGenerator on the meta device (no weights)."""
@@ -70,7 +72,7 @@ def meta_discriminator(
     arch: str = "sdxl",
     lora_rank: int = 16,
     lora_alpha: float = 16,
-    lora_targets=DISCRIMINATOR_TARGETS,
+    lora_targets=LORA_TARGETS,
     head_hidden: int = 512,
 ):
     """The full-size DiffusionDiscriminator (down + mid blocks, LoRA, patch head) on the meta device."""
@@ -116,8 +118,9 @@ def _is_attention_product(op) -> bool:
 
 def generator_macs(size: int = 512, **kwargs) -> MacCounts:
     """MACs of the full-size generator producing a `size`×`size` output (batch 1), counted on the meta device."""
+    check_positive("size", size)
     if size % 8:
-        raise ValueError(f"size must be a multiple of 8, got {size}")
+        raise ConfigError(f"size must be a multiple of 8 (the VAE's downscaling factor), got {size}")
     g = meta_generator(**kwargs)
     counter = FlopCounterMode(display=False, depth=None)
     lq = torch.zeros(1, 3, size, size, device="meta")
@@ -203,5 +206,6 @@ def complexity_table(params: ParamCounts, macs: MacCounts) -> str:
 
 
 def complexity_report(size: int = 512, **kwargs) -> str:
-    """Parameters and MACs of the generator as Markdown (what `python -m d3sr.evaluate complexity=true` prints)."""
-    return complexity_table(generator_params(**kwargs), generator_macs(size, **kwargs))
+    """Parameters and MACs of the generator as Markdown (what `python -m d3sr.complexity` prints)."""
+    macs = generator_macs(size, **kwargs)  # first: it checks `size`
+    return complexity_table(generator_params(**kwargs), macs)

@@ -1,7 +1,7 @@
 """The paper's reported numbers, as data (D³SR, NeurIPS 2025, arXiv 2410.04224).
 
 Only D³SR's own rows: Table 1 (×4, whole images; PSNR/SSIM on the Y channel) and Table 3 (complexity at 512² output).
-Keys are the metric names of `d3sr.evaluation.metrics.METRICS`; a metric the paper does not report is absent.
+Keys are the metric names of `d3sr.evaluation.suite.METRICS`; a metric the paper does not report is absent.
 """
 
 from __future__ import annotations

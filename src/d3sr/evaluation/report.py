@@ -14,7 +14,8 @@ import math
 from pathlib import Path
 
 from d3sr.atomic_files import write_atomically
-from d3sr.evaluation.metrics import METRICS, Evaluation
+from d3sr.evaluation.folders import Evaluation
+from d3sr.evaluation.suite import METRICS
 
 
 def write_atomic(path: str | Path, text: str) -> Path:

@@ -3,7 +3,9 @@
 pyiqa (0.1.16) and the libraries it builds on fetch weights on first use. Offline that ends in a network traceback;
 here every file is listed with its exact name, folder and URL, `check_weights` reports what is present, and
 `require_weights` (called before a metric is built) raises a D3SRError naming what is missing and where to put it.
-`no_downloads` turns any download attempted anyway into the same kind of error.
+`no_downloads` turns any download attempted anyway into the same kind of error, and `maniqa_backbone_offline` builds
+MANIQA's ViT backbone without the ImageNet weights its checkpoint overwrites. Both swap a few library attributes for
+the duration of a `with` block (`swapped`) and put the originals back on exit.
 
 Folders, all under torch's hub folder `torch.hub.get_dir()` ($TORCH_HOME/hub, default ~/.cache/torch/hub):
 - `checkpoints/`: torchvision ImageNet backbones (AlexNet for LPIPS, VGG16 for DISTS), loaded by torch.hub;
@@ -15,14 +17,16 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterable, Iterator
+import urllib.request
+from collections.abc import Iterable, Iterator, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
-from unittest import mock
+from types import SimpleNamespace
+from typing import Any
 
 import torch
 
-from d3sr.config import D3SRError
+from d3sr.errors import ConfigError, D3SRError
 
 PYIQA_URL = "https://huggingface.co/chaofengc/IQA-PyTorch-Weights/resolve/main/{}"
 TORCHVISION_URL = "https://download.pytorch.org/models/{}"
@@ -55,7 +59,7 @@ def _torchvision(name: str, role: str) -> WeightFile:
     return WeightFile(name, "checkpoints", TORCHVISION_URL.format(name), role)
 
 
-# Metric name (see metrics.METRICS) → the files pyiqa 0.1.16 loads when that metric is created.
+# Metric name (see suite.METRICS) → the files pyiqa 0.1.16 loads when that metric is created.
 WEIGHT_FILES: dict[str, tuple[WeightFile, ...]] = {
     "psnr": (),
     "ssim": (),
@@ -116,11 +120,12 @@ class WeightsReport:
 
 
 def check_weights(metrics: Iterable[str]) -> WeightsReport:
-    """Which weight files of `metrics` are present (ValueError for an unknown metric name)."""
+    """Which weight files of `metrics` (canonical names, see suite.metric_names) are present; ConfigError for an
+    unknown name."""
     metrics = list(metrics)
     for metric in metrics:
         if metric not in WEIGHT_FILES:
-            raise ValueError(f"unknown metric {metric!r}; choose from {', '.join(WEIGHT_FILES)}")
+            raise ConfigError(f"unknown metric {metric!r}; choose from {', '.join(WEIGHT_FILES)}")
     entries = [WeightStatus(m, f, f.path.is_file()) for m in metrics for f in WEIGHT_FILES[m]]
     return WeightsReport(metrics, entries)
 
@@ -135,7 +140,7 @@ def missing_message(missing: list[WeightStatus]) -> str:
         lines.append(f"    fetch it from: {e.file.url}")
     lines.append(
         "On a machine with internet, download each URL (e.g. `curl -L -o FILE URL`) and copy the files to the paths "
-        "above (they follow $TORCH_HOME). `python -m d3sr.evaluate check_weights=true metrics=[...]` lists them again."
+        "above (they follow $TORCH_HOME). `python -m d3sr.check_weights --metrics ...` lists them again."
     )
     return "\n".join(lines)
 
@@ -162,21 +167,69 @@ def _refuse_urlopen(url, *args, **kwargs):
     )
 
 
+_ABSENT = object()
+
+
+@contextlib.contextmanager
+def swapped(owner: Any, **values: Any) -> Iterator[None]:
+    """While active, `owner.<name>` is `values[name]` (for a mapping such as os.environ: `owner[name]`); on exit each
+    name gets its old value back, or is removed if it had none."""
+    is_mapping = isinstance(owner, MutableMapping)
+    old = {name: owner.get(name, _ABSENT) if is_mapping else getattr(owner, name, _ABSENT) for name in values}
+    try:
+        for name, value in values.items():
+            if is_mapping:
+                owner[name] = value
+            else:
+                setattr(owner, name, value)
+        yield
+    finally:
+        for name, value in old.items():
+            if value is not _ABSENT:
+                if is_mapping:
+                    owner[name] = value
+                else:
+                    setattr(owner, name, value)
+            elif is_mapping:
+                owner.pop(name, None)
+            elif hasattr(owner, name):
+                delattr(owner, name)
+
+
 @contextlib.contextmanager
 def no_downloads() -> Iterator[None]:
     """While active: pyiqa reads its files from the current torch hub folder and any download raises D3SRError.
 
     pyiqa fixes its cache folder (`get_dir()/pyiqa`) when first imported; it is re-pointed here so a later change of
-    TORCH_HOME is honoured, and stays consistent with `WeightFile.path`.
+    TORCH_HOME is honoured, and stays consistent with `WeightFile.path`. pyiqa and torch.hub fetch files with
+    `download_url_to_file` (pyiqa holds its own reference), CLIP with `urllib.request.urlopen`, timm and the Hugging
+    Face hub honour HF_HUB_OFFLINE.
     """
     import pyiqa.utils.download_util as download_util
 
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(
-            mock.patch.object(download_util, "DEFAULT_CACHE_DIR", os.path.join(torch.hub.get_dir(), "pyiqa"))
-        )
-        stack.enter_context(mock.patch.object(download_util, "download_url_to_file", _refuse_download))
-        stack.enter_context(mock.patch("torch.hub.download_url_to_file", _refuse_download))
-        stack.enter_context(mock.patch("urllib.request.urlopen", _refuse_urlopen))
-        stack.enter_context(mock.patch.dict(os.environ, {"HF_HUB_OFFLINE": "1"}))
+    cache = os.path.join(torch.hub.get_dir(), "pyiqa")
+    with (
+        swapped(download_util, DEFAULT_CACHE_DIR=cache, download_url_to_file=_refuse_download),
+        swapped(torch.hub, download_url_to_file=_refuse_download),
+        swapped(urllib.request, urlopen=_refuse_urlopen),
+        swapped(os.environ, HF_HUB_OFFLINE="1"),
+    ):
+        yield
+
+
+@contextlib.contextmanager
+def maniqa_backbone_offline() -> Iterator[None]:
+    """While active, MANIQA builds its ViT-B/8 backbone with random weights instead of asking timm for ImageNet ones.
+
+    The ImageNet weights would only be overwritten: MANIQA's checkpoint is loaded strict, so every backbone weight
+    comes from it (WEIGHT_FILES['maniqa'] is that checkpoint alone).
+    """
+    import pyiqa.archs.maniqa_arch as maniqa_arch
+
+    timm = maniqa_arch.timm
+
+    def create_model(model_name: str, pretrained: bool = False, **kwargs: Any) -> torch.nn.Module:
+        return timm.create_model(model_name, pretrained=False, **kwargs)
+
+    with swapped(maniqa_arch, timm=SimpleNamespace(create_model=create_model)):
         yield

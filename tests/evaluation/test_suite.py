@@ -1,4 +1,4 @@
-"""PSNR-Y / SSIM-Y (pure torch and the pyiqa-backed suite) against scikit-image, and the LPIPS/DISTS paths."""
+"""The pyiqa-backed suite: PSNR-Y / SSIM-Y against scikit-image, the LPIPS/DISTS paths, names, and lazy pyiqa."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ from eval_helpers import PHOTOS, degrade, photo
 from skimage import color
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from d3sr.evaluation.metrics import METRICS, MetricSuite, metric_names, psnr_y, rgb_to_y, ssim_y
+from d3sr.errors import ConfigError
+from d3sr.evaluation.suite import METRICS, MetricSuite, metric_names
+from d3sr.psnr_ssim import psnr_y, ssim_y
 
 pytest.importorskip("pyiqa")
 
@@ -40,19 +42,6 @@ def suite():
     return MetricSuite(["psnr", "ssim"], device="cpu")
 
 
-def test_rgb_to_y_is_bt601_studio_range(photo_pairs):
-    _, hr, _ = photo_pairs[0]
-    np.testing.assert_allclose(rgb_to_y(tensor(hr))[0, 0].numpy() * 255, y_channel(hr), atol=1e-3)
-
-
-def test_pure_torch_psnr_ssim_match_skimage_on_y(photo_pairs):
-    for _, hr, sr in photo_pairs:
-        expected_psnr = peak_signal_noise_ratio(y_channel(hr), y_channel(sr), data_range=255)
-        expected_ssim = structural_similarity(y_channel(hr), y_channel(sr), **SSIM_ARGS)
-        assert float(psnr_y(tensor(sr), tensor(hr))) == pytest.approx(expected_psnr, abs=1e-3)
-        assert float(ssim_y(tensor(sr), tensor(hr))) == pytest.approx(expected_ssim, abs=1e-5)
-
-
 def test_suite_psnr_ssim_match_skimage_on_y(photo_pairs, suite):
     for _, hr, sr in photo_pairs:
         scores = suite(tensor(sr), tensor(hr))
@@ -74,6 +63,8 @@ def test_suite_rgb_and_crop_border_match_skimage(photo_pairs):
     y_hr, y_sr = y_channel(hr)[4:-4, 4:-4], y_channel(sr)[4:-4, 4:-4]
     assert cropped["psnr"] == pytest.approx(peak_signal_noise_ratio(y_hr, y_sr, data_range=255), abs=1e-3)
     assert cropped["ssim"] == pytest.approx(structural_similarity(y_hr.round(), y_sr.round(), **SSIM_ARGS), abs=1e-5)
+    with pytest.raises(ConfigError, match="crop_border=60 leaves nothing"):
+        MetricSuite(["psnr"], device="cpu", crop_border=60)(tensor(sr), tensor(hr))
 
 
 def test_identical_images_give_inf_psnr_and_unit_ssim(photo_pairs, suite):
@@ -81,7 +72,6 @@ def test_identical_images_give_inf_psnr_and_unit_ssim(photo_pairs, suite):
     scores = suite(tensor(hr), tensor(hr))
     assert scores["psnr"] == float("inf")
     assert scores["ssim"] == pytest.approx(1.0, abs=1e-12)
-    assert float(psnr_y(tensor(hr), tensor(hr))) == float("inf")
 
 
 def test_lpips_and_dists_run_on_random_backbone_files(with_random_hub, photo_pairs):
@@ -100,7 +90,7 @@ def test_metric_names_and_variants_follow_the_protocol():
     import pyiqa.default_model_configs as configs
 
     assert metric_names(["maniqa-pipal", "PSNR", "psnr"]) == ["maniqa", "psnr"]
-    with pytest.raises(ValueError, match="unknown metric 'clipiqa\\+'"):
+    with pytest.raises(ConfigError, match="unknown metric 'clipiqa\\+'"):
         metric_names(["clipiqa+"])
     defaults = configs.DEFAULT_CONFIGS
     assert METRICS["maniqa"].pyiqa_name == "maniqa-pipal"
@@ -111,7 +101,13 @@ def test_metric_names_and_variants_follow_the_protocol():
     assert defaults["musiq"]["metric_opts"]["pretrained"] == "koniq10k"
 
 
-def test_metrics_module_does_not_import_pyiqa():
-    # Training validation imports psnr_y / ssim_y from this module: it must not need pyiqa.
-    code = "import sys, d3sr.evaluation.metrics, d3sr.evaluation.weights; assert 'pyiqa' not in sys.modules"
+def test_pyiqa_is_imported_only_when_a_metric_is_built():
+    # Importing the evaluation package, its modules and the weights command needs no pyiqa; building a metric does.
+    modules = ["d3sr.evaluation", "d3sr.evaluation.suite", "d3sr.evaluation.folders", "d3sr.evaluation.weights",
+               "d3sr.evaluation.report", "d3sr.evaluation.paper", "d3sr.check_weights"]  # fmt: skip
+    code = (
+        f"import importlib, sys\nfor name in {modules!r}: importlib.import_module(name)\n"
+        "assert 'pyiqa' not in sys.modules, 'pyiqa imported at module level'\n"
+        "from d3sr.evaluation.suite import build_metric\nbuild_metric('psnr', 'cpu')\nassert 'pyiqa' in sys.modules\n"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
