@@ -24,7 +24,7 @@ ENTRY_POINTS = {
     "held_out",
     "app",
 }
-GROUND = {"images", "errors", "options", "psnr_ssim", "resolvers", "atomic_files"}
+GROUND = {"images", "errors", "options", "psnr_ssim", "resolvers", "atomic_files", "commands"}
 # What each part may import from d3sr (besides itself); the ground floor may import only the ground floor.
 ALLOWED = {
     "ground": GROUND,

@@ -32,7 +32,8 @@ def tiny_backbone(node) -> dict:
 def test_config_groups_are_all_covered():
     groups = {p.relative_to(CONF).as_posix() for p in CONF.rglob("*") if p.is_dir()} - {"local"}
     covered = {"model", "model/generator", "model/discriminator", "model/backbone", "loss", "data", "degradation",
-               "trainer", "logger", "callbacks", "inference", "hydra", "paths", "experiment", "hparams_search"}  # fmt: skip
+               "trainer", "logger", "callbacks", "inference", "hydra", "paths", "experiment",
+               "hparams_search"}  # fmt: skip
     assert groups <= covered, f"config groups without a test: {sorted(groups - covered)}"
 
 

@@ -15,7 +15,18 @@ def test_installed_wheel_trains_the_demo_from_another_folder(tmp_path):
     # Build the wheel (no isolation: the build backend is already installed) and install it into a bare folder.
     dist, site, work = tmp_path / "dist", tmp_path / "site", tmp_path / "work"
     work.mkdir()
-    build = [sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "--no-build-isolation", "-q", "-w", str(dist)]
+    build = [
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        str(REPO),
+        "--no-deps",
+        "--no-build-isolation",
+        "-q",
+        "-w",
+        str(dist),
+    ]
     subprocess.run(build, check=True, capture_output=True, timeout=300)
     (wheel,) = dist.glob("d3sr-*.whl")
     names = zipfile.ZipFile(wheel).namelist()

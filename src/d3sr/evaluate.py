@@ -9,14 +9,13 @@ the `inference.*` options. See conf/evaluate.yaml for every option; the metrics'
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from d3sr.errors import D3SRError, run_reporting_errors
+from d3sr.commands import hydra_command
+from d3sr.errors import D3SRError
 from d3sr.evaluation import paper
 from d3sr.evaluation.folders import check_protocol, evaluate_folders, list_images
 from d3sr.evaluation.report import write_reports
@@ -122,13 +121,7 @@ def evaluate(cfg: DictConfig) -> int:
     return 0
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
-def main(cfg: DictConfig) -> None:
-    """Hydra entry point; exit status 0 (done) or 2 (user error: one `error:` line)."""
-    status = run_reporting_errors(evaluate, cfg)
-    if status:
-        sys.exit(status)
-
+main = hydra_command("evaluate", evaluate)
 
 if __name__ == "__main__":
     main()

@@ -8,10 +8,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 
-from d3sr.errors import D3SRError, run_reporting_errors
+from d3sr.commands import hydra_command
+from d3sr.errors import D3SRError
 from d3sr.models.saved_generator import export_bundle
 
 log = logging.getLogger("d3sr.export")
@@ -27,10 +27,7 @@ def run(cfg: DictConfig) -> Path:
     return output
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="export")
-def main(cfg: DictConfig) -> None:
-    run_reporting_errors(run, cfg)
-
+main = hydra_command("export", run)
 
 if __name__ == "__main__":
     main()

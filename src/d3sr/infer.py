@@ -17,12 +17,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import hydra
 import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from d3sr.errors import D3SRError, run_reporting_errors
+from d3sr.commands import hydra_command
+from d3sr.errors import D3SRError
 from d3sr.images import (
     EMBEDDED_HELD_OUT,
     UNREADABLE,
@@ -141,12 +141,7 @@ def infer(cfg: DictConfig) -> int:
     return 1 if failed else 0
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="infer")
-def main(cfg: DictConfig) -> None:
-    status = run_reporting_errors(infer, cfg)
-    if status:
-        sys.exit(status)
-
+main = hydra_command("infer", infer)
 
 if __name__ == "__main__":
     main()

@@ -15,7 +15,6 @@ import zlib
 from collections.abc import Callable
 from pathlib import Path
 
-import hydra
 import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
@@ -27,7 +26,8 @@ from tqdm import tqdm
 
 import d3sr
 from d3sr.atomic_files import write_atomically
-from d3sr.errors import D3SRError, run_reporting_errors
+from d3sr.commands import hydra_command
+from d3sr.errors import D3SRError
 from d3sr.images import EMBEDDED_HELD_OUT, EMBEDDED_TRAIN, IMAGE_EXTENSIONS, embedded_photo, read_image, to_uint8
 
 log = logging.getLogger("d3sr.synth")
@@ -125,10 +125,7 @@ def synthesize(cfg: DictConfig) -> dict:
     return manifest
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="synth")
-def main(cfg: DictConfig) -> None:
-    run_reporting_errors(synthesize, cfg)
-
+main = hydra_command("synth", synthesize)
 
 if __name__ == "__main__":
     main()

@@ -6,13 +6,13 @@ import logging
 import warnings
 from pathlib import Path
 
-import hydra
 import lightning as L
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from d3sr.errors import ConfigError, D3SRError, run_reporting_errors
+from d3sr.commands import hydra_command
+from d3sr.errors import ConfigError, D3SRError
 from d3sr.models import D3SRModule
 
 log = logging.getLogger("d3sr.train")
@@ -97,12 +97,14 @@ def train(cfg: DictConfig) -> dict:
     return result
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="train")
-def main(cfg: DictConfig) -> float | None:
-    """Hydra entry point; returns cfg.optimized_metric for sweepers."""
-    result = run_reporting_errors(train, cfg)
+def train_for_sweeper(cfg: DictConfig) -> float | None:
+    """Train, then return the value of cfg.optimized_metric (what a Hydra sweeper minimises or maximises)."""
+    result = train(cfg)
     name = cfg.get("optimized_metric")
     return result["metrics"].get(name) if name else None
+
+
+main = hydra_command("train", train_for_sweeper)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Networks: the one-step generator, the diffusion discriminator, the Lightning module, their construction and saved form.
+"""Networks: the one-step generator, the diffusion discriminator, the Lightning module, their construction and
+saved form.
 
 May import losses/ and the ground floor (images, errors, options, psnr_ssim); never data/, inference/ or evaluation/.
 """
