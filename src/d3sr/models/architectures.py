@@ -127,3 +127,54 @@ def unet_config(arch: str) -> dict[str, Any]:
     if arch not in FULL_SIZE_UNETS:
         raise ValueError(f"unknown architecture {arch!r}; choose one of {sorted(FULL_SIZE_UNETS)}")
     return dict(FULL_SIZE_UNETS[arch])
+
+
+# Demo presets: the same classes, wide enough to learn the embedded photos and small enough to fine-tune on 2 CPU
+# cores (the generator's forward + backward at 128² crops, batch 2, stays near 0.2 s) and ship in a few MB.
+# `python -m d3sr.pretrain_tiny` pretrains them; `d3sr.models.loading.pretrained_tiny` loads the result.
+DEMO_VAE = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "down_block_types": ["DownEncoderBlock2D"] * 4,
+    "up_block_types": ["UpDecoderBlock2D"] * 4,
+    "block_out_channels": [32, 32, 64, 64],
+    "layers_per_block": 1,
+    "latent_channels": 4,
+    "norm_num_groups": 16,
+    "sample_size": 128,
+    "scaling_factor": 1.0,  # replaced by 1 / std of the training latents after pretraining, as Stable Diffusion did
+}
+
+DEMO_UNET_SD = {
+    "sample_size": 16,
+    "in_channels": 4,
+    "out_channels": 4,
+    "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
+    "block_out_channels": [32, 64],
+    "layers_per_block": 1,
+    "attention_head_dim": [2, 4],
+    "cross_attention_dim": 32,
+    "norm_num_groups": 16,
+    "use_linear_projection": True,
+}
+
+DEMO_UNET_SDXL = {
+    "sample_size": 16,
+    "in_channels": 4,
+    "out_channels": 4,
+    "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"],
+    "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"],
+    "block_out_channels": [32, 64],
+    "layers_per_block": 1,
+    "attention_head_dim": [2, 4],
+    "transformer_layers_per_block": [1, 2],
+    "cross_attention_dim": 64,
+    "norm_num_groups": 16,
+    "use_linear_projection": True,
+    "addition_embed_type": "text_time",
+    "addition_time_embed_dim": 8,
+    "projection_class_embeddings_input_dim": 32 + 6 * 8,
+}
+
+DEMO_TEXT_SHAPES = {"sd": (77, 32, None), "sdxl": (77, 64, 32)}

@@ -137,3 +137,38 @@ def meta(name: str, with_vae: bool = True) -> Backbone:
     if pooled is not None:
         embeds["pooled_prompt_embeds"] = torch.zeros(1, pooled)
     return Backbone(unet, _alphas_cumprod(DDPMScheduler(**arch.SCHEDULER)), embeds, vae, source_node(meta, name=name))
+
+
+def tiny_backbone_folder() -> Path:
+    """The demo backbone shipped inside the package (d3sr/assets/tiny_backbone), made by `d3sr.pretrain_tiny`."""
+    return Path(__file__).resolve().parents[1] / "assets" / "tiny_backbone"
+
+
+def pretrained_tiny(kind: str = "sd", with_vae: bool = True, folder: str | None = None) -> Backbone:
+    """The demo backbone pretrained by the project (architectures.DEMO_*), loaded in float32.
+
+    kind: 'sd' (the SD-style UNet `unet/`, for the generator) or 'sdxl' (the SDXL-style UNet `unet_sdxl/` with pooled
+    text and time ids, for the discriminator). folder: a folder written by `python -m d3sr.pretrain_tiny`; None for
+    the copy shipped inside the package. Raises D3SRError naming the folder and the command that makes it.
+    """
+    from safetensors.torch import load_file
+
+    check_choice("kind", kind, ("sd", "sdxl"))
+    root = Path(folder).expanduser() if folder is not None else tiny_backbone_folder()
+    subfolders = ["vae", "unet", "unet_sdxl", "scheduler"]
+    missing = [name for name in [*subfolders, "embeds.safetensors"] if not (root / name).exists()]
+    if missing:
+        raise D3SRError(
+            f"The demo backbone folder {root} is missing or incomplete (no {', '.join(missing)}).\n"
+            f"Fix: make it with `python -m d3sr.pretrain_tiny output={root}` (about half an hour on 2 CPU cores)."
+        )
+    # The weights are stored in float16 to keep the package small; the demo computes in float32.
+    unet = UNet2DConditionModel.from_pretrained(root, subfolder="unet_sdxl" if kind == "sdxl" else "unet",
+                                                torch_dtype=torch.float32)  # fmt: skip
+    vae = AutoencoderKL.from_pretrained(root, subfolder="vae", torch_dtype=torch.float32) if with_vae else None
+    scheduler = DDPMScheduler.from_pretrained(root, subfolder="scheduler")
+    prefix = f"{kind}."
+    embeds = {k[len(prefix) :]: v.float() for k, v in load_file(str(root / "embeds.safetensors")).items()
+              if k.startswith(prefix)}  # fmt: skip
+    source = source_node(pretrained_tiny, kind=kind, with_vae=with_vae, folder=folder)
+    return Backbone(unet, _alphas_cumprod(scheduler), embeds, vae, source)

@@ -1,0 +1,122 @@
+"""The demo backbone: its pretraining command (folder, manifest, determinism), its loader, and the shipped copy."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from safetensors.torch import load_file
+
+from d3sr.errors import D3SRError
+from d3sr.images import EMBEDDED_HELD_OUT, EMBEDDED_TRAIN
+from d3sr.models import DiffusionDiscriminator, OneStepGenerator
+from d3sr.models.loading import pretrained_tiny, tiny_backbone_folder
+from d3sr.pretrain_tiny import pretrain
+
+# A handful of steps on small crops: enough to exercise every stage in a few seconds.
+QUICK = ["vae.steps=2", "vae.batch=2", "vae.crop=16", "unet.steps=2", "unet.batch=2", "unet.crop=16",
+         "threads=1", "log_every=1"]  # fmt: skip
+SUBFOLDERS = ("vae", "unet", "unet_sdxl")
+CONF = Path(__file__).resolve().parents[1] / "src" / "d3sr" / "conf"
+
+
+def weights(folder: Path) -> dict[str, torch.Tensor]:
+    """Every stored tensor of a backbone folder, keyed 'vae/<name>', ..., 'embeds/<name>'."""
+    files = {sub: folder / sub / "diffusion_pytorch_model.safetensors" for sub in SUBFOLDERS}
+    files["embeds"] = folder / "embeds.safetensors"
+    return {f"{part}/{key}": value for part, file in files.items() for key, value in load_file(str(file)).items()}
+
+
+@pytest.fixture(scope="module")
+def backbone_folder(tmp_path_factory) -> Path:
+    """A backbone folder written by the pretraining command (quick settings), run once for the module."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    folder = tmp_path_factory.mktemp("pretrain") / "backbone"
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="pretrain_tiny", overrides=[f"output={folder}", *QUICK])
+    GlobalHydra.instance().clear()
+    pretrain(cfg)
+    return folder
+
+
+def test_pretrain_writes_the_folder_and_manifest_deterministically(backbone_folder, compose, tmp_path):
+    assert sorted(p.name for p in backbone_folder.iterdir()) == [
+        "embeds.safetensors", "manifest.json", "scheduler", "unet", "unet_sdxl", "vae"]  # fmt: skip
+    assert [p.name for p in backbone_folder.parent.iterdir()] == ["backbone"]  # no staging folder left behind
+    manifest = json.loads((backbone_folder / "manifest.json").read_text())
+    assert manifest["train_photos"] == list(EMBEDDED_TRAIN)
+    assert manifest["held_out_photos"] == list(EMBEDDED_HELD_OUT)
+    assert not set(manifest["train_photos"]) & set(manifest["held_out_photos"])
+    assert manifest["stages"]["vae"]["steps"] == 2 and manifest["stages"]["unet"]["crop"] == 16
+    assert set(manifest["wall_s"]) == {"vae", "unet", "evaluation", "total"}
+    for metric in ("vae_psnr_rgb", "vae_psnr_y", "bicubic_x4_psnr_y"):
+        assert set(manifest["held_out"][metric]) == {*EMBEDDED_HELD_OUT, "mean"}
+    assert {"torch", "diffusers", "d3sr"} <= set(manifest["versions"])
+    assert manifest["scaling_factor"] == json.loads((backbone_folder / "vae" / "config.json").read_text())[
+        "scaling_factor"]  # fmt: skip
+    # Float16 storage, and a second run with the same seed writes the same weights.
+    first = weights(backbone_folder)
+    assert first["vae/encoder.conv_in.weight"].dtype == torch.float16
+    assert set(first) >= {"embeds/sd.prompt_embeds", "embeds/sdxl.prompt_embeds", "embeds/sdxl.pooled_prompt_embeds"}
+    threads = torch.get_num_threads()
+    pretrain(compose([f"output={tmp_path / 'again'}", *QUICK], config_name="pretrain_tiny"))
+    assert torch.get_num_threads() == threads  # the caller's setting is restored
+    second = weights(tmp_path / "again")
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[key], second[key]) for key in first)
+
+
+def test_pretrain_refuses_a_non_empty_output(compose, tmp_path):
+    (tmp_path / "taken.txt").write_text("x")
+    with pytest.raises(D3SRError, match="not empty"):
+        pretrain(compose([f"output={tmp_path}", *QUICK], config_name="pretrain_tiny"))
+
+
+def test_pretrained_tiny_builds_the_generator_and_discriminator(backbone_folder):
+    sd = pretrained_tiny("sd", with_vae=True, folder=str(backbone_folder))
+    assert sd.vae is not None and next(sd.unet.parameters()).dtype == torch.float32
+    assert sd.embeds["prompt_embeds"].shape[-1] == sd.unet.config.cross_attention_dim
+    assert sd.source == {"_target_": "d3sr.models.loading.pretrained_tiny", "kind": "sd", "with_vae": True,
+                         "folder": str(backbone_folder)}  # fmt: skip
+    generator = OneStepGenerator(sd, lora_rank=4, lora_alpha=4).eval()
+    with torch.no_grad():
+        sr, z_sr = generator(torch.rand(1, 3, 32, 32) * 2 - 1)
+    assert sr.shape == (1, 3, 32, 32) and z_sr.shape == (1, 4, 4, 4)
+
+    sdxl = instantiate({**pretrained_tiny("sdxl", with_vae=False, folder=str(backbone_folder)).source})
+    assert sdxl.vae is None and set(sdxl.embeds) == {"prompt_embeds", "pooled_prompt_embeds"}
+    discriminator = DiffusionDiscriminator(sdxl, lora_rank=4, lora_alpha=4, head_hidden=16).eval()
+    with torch.no_grad():
+        logits = discriminator(torch.randn(2, 4, 8, 8))
+    assert logits.shape == (2, 1, 8 // discriminator.downsampling, 8 // discriminator.downsampling)
+
+
+def test_demo_configs_build_from_a_backbone_folder(backbone_folder, compose):
+    overrides = ["model/generator=demo", "model/discriminator=demo",
+                 f"model.generator.backbone.folder={backbone_folder}",
+                 f"model.discriminator.backbone.folder={backbone_folder}"]  # fmt: skip
+    cfg = compose(overrides)
+    assert isinstance(instantiate(cfg.model.generator), OneStepGenerator)
+    assert isinstance(instantiate(cfg.model.discriminator), DiffusionDiscriminator)
+
+
+def test_pretrained_tiny_names_the_command_when_the_folder_is_missing(tmp_path):
+    with pytest.raises(D3SRError, match=r"python -m d3sr\.pretrain_tiny output=.*nowhere"):
+        pretrained_tiny(folder=str(tmp_path / "nowhere"))
+
+
+def test_the_shipped_backbone_loads_and_records_its_held_out_psnr():
+    folder = tiny_backbone_folder()
+    manifest = json.loads((folder / "manifest.json").read_text())
+    psnr_y = manifest["held_out"]["vae_psnr_y"]
+    assert set(psnr_y) == {*EMBEDDED_HELD_OUT, "mean"} and psnr_y["mean"] > 20
+    assert sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) < 7_000_000
+    backbone = pretrained_tiny("sd", with_vae=True)
+    assert backbone.vae.config.scaling_factor == manifest["scaling_factor"]
+    assert pretrained_tiny("sdxl", with_vae=False).unet.config.addition_embed_type == "text_time"
