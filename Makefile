@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO_DIR ?= outputs/demo
 ARGS ?=
 
-.PHONY: install demo test test-full lint format train clean
+.PHONY: install demo pretrain-tiny test test-full lint format train clean
 
 install: $(STAMP)  ## .venv with d3sr (editable) and its metrics/dev extras
 
@@ -16,14 +16,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[metrics,dev]"
 	touch $(STAMP)
 
-demo: install  ## train the tiny demo on the embedded photos (CPU, ~1–2 min), then upscale them with it
+demo: install  ## fine-tune the shipped tiny pretrained backbone with D³SR (CPU, ~2–3 min), upscale, score held-out photos
 	rm -rf $(DEMO_DIR)
 	$(BIN)/python -m d3sr.train experiment=demo hydra.run.dir=$(DEMO_DIR)/train
 	$(BIN)/python -m d3sr.infer bundle=$(DEMO_DIR)/train/checkpoints/last.ckpt input=embedded output=$(DEMO_DIR)/sr
+	$(BIN)/python -m d3sr.held_out $(DEMO_DIR)/train/checkpoints/last.ckpt --tile-size 0 --json $(DEMO_DIR)/held_out.json
 	@echo
 	@echo "Demo done. TensorBoard logs: $(DEMO_DIR)/train/tensorboard  (tensorboard --logdir $(DEMO_DIR)/train)"
 	@echo "            checkpoint:      $(DEMO_DIR)/train/checkpoints/last.ckpt"
-	@echo "            upscaled photos: $(DEMO_DIR)/sr"
+	@echo "            upscaled photos: $(DEMO_DIR)/sr   held-out scores: $(DEMO_DIR)/held_out.json"
+
+pretrain-tiny: install  ## re-make the shipped tiny backbone (deterministic; ~30 min on 2 CPU cores)
+	$(BIN)/python -m d3sr.pretrain_tiny output=src/d3sr/assets/tiny_backbone overwrite=true
 
 test: install  ## the fast CPU test suite (what CI runs)
 	$(BIN)/python -m pytest -q

@@ -137,11 +137,17 @@ def main() -> None:
         "--plot", type=Path, default=Path(__file__).resolve().parents[1] / "docs" / "learning_curves.png"
     )
     parser.add_argument("--json", type=Path, help="also write the curves as JSON")
+    parser.add_argument(
+        "overrides", nargs="*", help="extra config overrides for every variant, e.g. data.crop_size=64"
+    )
     args = parser.parse_args()
     torch.set_num_threads(max(torch.get_num_threads(), 1))
     warnings.filterwarnings("ignore")
     with tempfile.TemporaryDirectory() as folder:
-        results = {n: run_variant(n, VARIANTS[n], args.iterations, args.every, Path(folder)) for n in args.variants}
+        results = {
+            name: run_variant(name, [*VARIANTS[name], *args.overrides], args.iterations, args.every, Path(folder))
+            for name in args.variants
+        }
     print(table(results))
     plot(results, args.plot)
     print(f"curves: {args.plot}")

@@ -102,3 +102,11 @@ def test_every_sweep_composes(compose):
 
 def test_inference_node_is_the_python_defaults():
     assert InferenceOptions.defaults_from_file() == InferenceOptions()
+
+
+def test_one_lora_target_list(compose):
+    from d3sr.models.lora import LORA_TARGETS
+
+    cfg = compose(BASE)
+    assert tuple(cfg.lora_targets) == LORA_TARGETS  # the Python default and the configs' one list agree
+    assert cfg.model.generator.lora_targets == cfg.model.discriminator.lora_targets == cfg.lora_targets

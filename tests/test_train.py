@@ -68,6 +68,18 @@ def test_cfg_job_prints_the_resolved_recipe(tmp_path):
     assert "/nowhere/sd21" in result.stdout
 
 
+def test_user_config_dir_adds_local_settings_and_experiments(tmp_path):
+    """`--config-dir DIR`: DIR/local/default.yaml is applied to every run; DIR/experiment/*.yaml are new options."""
+    (tmp_path / "local").mkdir()
+    (tmp_path / "local" / "default.yaml").write_text("# @package _global_\npaths:\n  sd21: /my/models/sd21\n")
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "experiment" / "mine.yaml").write_text("# @package _global_\ndefaults:\n  - demo\niterations: 7\n")
+    result = run_cli("-m", "d3sr.train", "--config-dir", str(tmp_path), "experiment=mine", "--cfg", "job",
+                     cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "sd21: /my/models/sd21" in result.stdout and "iterations: 7" in result.stdout
+
+
 def test_missing_weights_exit_2_with_one_message(tmp_path):
     from torchvision.models.vgg import cfgs, make_layers
 

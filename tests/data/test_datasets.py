@@ -11,8 +11,8 @@ from PIL import Image
 
 from d3sr.data import EmbeddedPhotos, ImageFiles, SRDataModule
 from d3sr.data.datasets import random_crop
-from d3sr.images import downscale, read_image
 from d3sr.data.degradation import BicubicDegradation
+from d3sr.images import downscale, read_image
 
 
 def write_png(path, array) -> None:

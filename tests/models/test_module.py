@@ -10,7 +10,7 @@ from hydra.utils import instantiate
 from d3sr.models import D3SRModule
 from d3sr.train import build_trainer, train
 
-FAST = ["experiment=demo", "degradation=bicubic", "data.crop_size=64", "data.crops_per_image=1", "data.batch_size=2",
+FAST = ["experiment=demo", "model/generator=tiny", "model/discriminator=tiny", "degradation=bicubic", "data.crop_size=64", "data.crops_per_image=1", "data.batch_size=2",
         "logger=none", "callbacks=none", "++trainer.limit_val_batches=0", "++trainer.enable_progress_bar=false",
         "++trainer.enable_model_summary=false"]  # fmt: skip
 
@@ -127,6 +127,12 @@ def test_checkpoint_holds_only_the_trainable_set_and_resume_continues(compose, t
     for key, value in ckpt["state_dict"].items():
         torch.testing.assert_close(record.state[key], value, msg=key)
 
+    # The module comes back from the checkpoint alone (config stored in it), with the trained weights.
+    rebuilt = D3SRModule.from_checkpoint(result["checkpoint"])
+    assert rebuilt.config == ckpt["d3sr"]["config"]
+    for key, value in ckpt["state_dict"].items():
+        assert torch.equal(rebuilt.state_dict()[key], value), key
+
 
 def test_checkpoint_from_another_model_is_refused(compose, tmp_path):
     from d3sr.errors import D3SRError
@@ -160,3 +166,12 @@ def test_bf16_frozen_weights_keep_lora_in_fp32(fast_cfg):
     assert module.generator.vae.decoder.conv_out.weight.dtype == torch.bfloat16
     assert all(p.dtype == torch.float32 for p in module.parameters() if p.requires_grad)
     assert moved == generator_lora(module) | discriminator_trainable(module)
+
+
+def test_optimized_metric_that_the_run_does_not_compute_fails_at_start_up(fast_cfg, capsys):
+    from d3sr.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="optimized_metric=val/dists is not computed.*val/psnr_y"):
+        train(fast_cfg("loss=mse_only", "optimized_metric=val/dists", "iterations=1"))
+    module = D3SRModule.from_config(fast_cfg())
+    assert module.validation_metrics == ["val/psnr_y", "val/ssim_y", "val/dists"]

@@ -23,6 +23,7 @@ from d3sr.options import check_choice
 
 log = logging.getLogger(__name__)
 
+
 class ImageFiles(Dataset):
     """HQ images from folders (searched recursively) and/or text files listing paths, e.g. LSDIR + FFHQ[:10000].
 
