@@ -21,7 +21,8 @@ from d3sr.train import build_trainer
 CONF = Path(__file__).resolve().parents[2] / "src" / "d3sr" / "conf"
 
 # The demo experiment at toy scale; zero learning rates so the fit step keeps the randomised LoRA as it is.
-FIT = ["experiment=demo", "model/generator=tiny", "model/discriminator=tiny", "degradation=bicubic", "data.crop_size=64", "data.crops_per_image=1", "data.batch_size=2",
+FIT = ["experiment=demo", "model/generator=tiny", "model/discriminator=tiny", "degradation=bicubic",
+       "data.crop_size=64", "data.crops_per_image=1", "data.batch_size=2",
        "logger=none", "callbacks=none", "iterations=1", "++trainer.limit_val_batches=0",
        "++trainer.enable_progress_bar=false", "++trainer.enable_model_summary=false",
        "model.optimizer_g.lr=0", "model.optimizer_g.weight_decay=0",

@@ -10,7 +10,8 @@ from hydra.utils import instantiate
 from d3sr.models import D3SRModule
 from d3sr.train import build_trainer, train
 
-FAST = ["experiment=demo", "model/generator=tiny", "model/discriminator=tiny", "degradation=bicubic", "data.crop_size=64", "data.crops_per_image=1", "data.batch_size=2",
+FAST = ["experiment=demo", "model/generator=tiny", "model/discriminator=tiny", "degradation=bicubic",
+       "data.crop_size=64", "data.crops_per_image=1", "data.batch_size=2",
         "logger=none", "callbacks=none", "++trainer.limit_val_batches=0", "++trainer.enable_progress_bar=false",
         "++trainer.enable_model_summary=false"]  # fmt: skip
 
