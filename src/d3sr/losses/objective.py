@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -30,6 +32,10 @@ class D3SRLoss(nn.Module):
         ):
             if value < 0:
                 raise ValueError(f"loss.{key} must be >= 0, got {value}")
+        if isinstance(perceptual, Mapping):
+            # Settings an experiment gives the perceptual network, left without a network when the selected loss has
+            # none (e.g. `experiment=demo loss=mse_only`): there is no perceptual network.
+            perceptual = None
         if lambda_ea_dists > 0 and perceptual is None:
             raise ValueError("loss.lambda_ea_dists > 0 needs loss.perceptual (e.g. EADISTS)")
         self.perceptual = perceptual
