@@ -1,0 +1,130 @@
+"""DISTS (Ding, Ma, Wang, Simoncelli 2020, "Image Quality Assessment: Unifying Structure and Texture Similarity").
+
+A differentiable training loss: VGG16 features (with L2 pooling in place of max pooling) at six scales (the image
+and relu1_2 … relu5_3); per channel, a texture term on global means and a structure term on global (co)variances,
+weighted by the published α/β, which ship inside torchmetrics. Inputs (B, 3, H, W) in [0, 1]; output (B,), 0 for
+identical images. The network is frozen (eval, no grad for its weights) but gradients flow to the inputs.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models.vgg import cfgs, make_layers
+
+from d3sr.errors import D3SRError
+
+VGG16_FILE = "vgg16-397923af.pth"  # torchvision's ImageNet VGG16 weights (IMAGENET1K_V1)
+CHANNELS = (3, 64, 128, 256, 512, 512)
+
+
+def default_vgg16_path() -> Path:
+    """Where torchvision caches the VGG16 weights: $TORCH_HOME/hub/checkpoints/vgg16-397923af.pth."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / VGG16_FILE
+
+
+def dists_alpha_beta() -> dict[str, torch.Tensor]:
+    """The published DISTS weights α, β (1, 1475, 1, 1), from the copy inside torchmetrics."""
+    import torchmetrics.functional.image.dists as tm_dists
+
+    path = Path(tm_dists.__file__).parent / "dists_models" / "weights.pt"
+    if not path.is_file():
+        raise D3SRError(f"DISTS α/β weights not found at {path}; reinstall torchmetrics>=1.8")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+class L2Pool(nn.Module):
+    """L2 pooling: sqrt(Hanning(5)² ⊛ x²), stride 2 (replaces VGG's max pooling in DISTS)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        a = np.hanning(5)[1:-1]
+        window = torch.tensor(a[:, None] * a[None, :], dtype=torch.float32)
+        self.register_buffer("window", (window / window.sum()).expand(channels, 1, 3, 3).clone(), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.conv2d(x.pow(2), self.window.to(x.dtype), stride=2, padding=1, groups=x.shape[1])
+        return (out + 1e-12).sqrt()
+
+
+class DISTS(nn.Module):
+    """DISTS distance. forward(x, y: (B, 3, H, W) in [0, 1]) -> (B,).
+
+    pretrained_backbone: load ImageNet VGG16 weights from `backbone_weights` or torch's hub cache (never
+    downloaded); False keeps a seeded random backbone (tests, the offline demo).
+    """
+
+    def __init__(self, pretrained_backbone: bool = True, backbone_weights: str | None = None, seed: int = 0) -> None:
+        super().__init__()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            features = make_layers(cfgs["D"])  # VGG16's convolutional part, torchvision's layer indices
+        if pretrained_backbone:
+            features.load_state_dict(self._vgg16_features_state(backbone_weights))
+        # Stages end at relu1_2, relu2_2, relu3_3, relu4_3, relu5_3; max pools (4, 9, 16, 23) become L2 pools.
+        bounds, pools = (0, 4, 9, 16, 23, 30), (None, 64, 128, 256, 512)
+        self.stages = nn.ModuleList()
+        for i in range(5):
+            layers = [L2Pool(pools[i])] if pools[i] else []
+            layers += [features[j] for j in range(bounds[i] + (1 if pools[i] else 0), bounds[i + 1])]
+            self.stages.append(nn.Sequential(*layers))
+        weights = dists_alpha_beta()
+        self.register_buffer("alpha", weights["alpha"].float(), persistent=False)
+        self.register_buffer("beta", weights["beta"].float(), persistent=False)
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), persistent=False)
+        self.requires_grad_(False).eval()
+
+    @staticmethod
+    def _vgg16_features_state(path: str | None) -> dict[str, torch.Tensor]:
+        file = Path(os.path.expanduser(path)) if path else default_vgg16_path()
+        if not file.is_file():
+            raise D3SRError(
+                f"ImageNet VGG16 weights for DISTS not found at {file}.\n"
+                f"Fix: copy torchvision's {VGG16_FILE} (download it on a connected machine with "
+                "`python -c \"import torchvision; torchvision.models.vgg16(weights='IMAGENET1K_V1')\"`) to that path, "
+                "set D3SR_VGG16=/path/to/vgg16.pth, or use loss.perceptual.dists.pretrained_backbone=false (random "
+                "backbone: for smoke tests only)."
+            )
+        state = torch.load(file, map_location="cpu", weights_only=True)
+        return {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
+
+    def train(self, mode: bool = True) -> DISTS:
+        """Always eval: the loss network never changes behaviour."""
+        return super().train(False)
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The image and the five VGG stage outputs."""
+        feats, h = [x], (x - self.mean) / self.std
+        for stage in self.stages:
+            h = stage(h)
+            feats.append(h)
+        return feats
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if x.shape != y.shape or x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(
+                f"DISTS needs two (B, 3, H, W) tensors of one shape, got {tuple(x.shape)}, {tuple(y.shape)}"
+            )
+        c1 = c2 = 1e-6
+        total = self.alpha.sum() + self.beta.sum()
+        alphas = torch.split(self.alpha / total, CHANNELS, dim=1)
+        betas = torch.split(self.beta / total, CHANNELS, dim=1)
+        texture = structure = 0.0
+        for fx, fy, alpha, beta in zip(self.features(x), self.features(y), alphas, betas):
+            fx, fy = fx.float(), fy.float()
+            # Texture: similarity of global means; structure: of global (co)variances (DISTS eqs. 6–7).
+            mx, my = fx.mean((2, 3), keepdim=True), fy.mean((2, 3), keepdim=True)
+            s1 = (2 * mx * my + c1) / (mx**2 + my**2 + c1)
+            vx = ((fx - mx) ** 2).mean((2, 3), keepdim=True)
+            vy = ((fy - my) ** 2).mean((2, 3), keepdim=True)
+            cov = (fx * fy).mean((2, 3), keepdim=True) - mx * my
+            s2 = (2 * cov + c2) / (vx + vy + c2)
+            texture = texture + (alpha * s1).sum(1)
+            structure = structure + (beta * s2).sum(1)
+        return (1 - (texture + structure)).view(-1)

@@ -1,0 +1,245 @@
+"""D3SRModule: the generator and the diffusion discriminator trained adversarially with manual optimization.
+
+Per batch (BasicSR-style): the data module has already degraded the batch on the device; then one generator
+step, then `d_steps_per_g_step` discriminator steps on the same batch. Images: `gt` (B, 3, H, W) and the small `lq`
+(B, 3, H/4, W/4) arrive in [0, 1]; `d3sr.images.generator_input` makes the generator's input (bicubic ×4, [-1, 1]),
+the same function inference calls. Gradient accumulation and clipping are done by hand (Lightning refuses them under
+manual optimization). Checkpoints hold only the trainable state and the fixed embeddings (see `on_save_checkpoint`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch import nn
+
+from d3sr.errors import ConfigError, D3SRError
+from d3sr.images import from_model_range, generator_input, to_model_range
+from d3sr.losses.adversarial import discriminator_adversarial_loss, generator_adversarial_loss
+from d3sr.losses.objective import D3SRLoss
+from d3sr.models.discriminator import DiffusionDiscriminator
+from d3sr.models.generator import OneStepGenerator
+from d3sr.models.lora import cast_frozen
+from d3sr.models.saved_generator import checkpoint_record, load_checkpoint
+from d3sr.options import parse_dtype
+from d3sr.psnr_ssim import psnr_y, ssim_y
+
+log = logging.getLogger(__name__)
+
+# Buffers that are not trainable but must travel with checkpoints: the fixed text embeddings.
+EMBEDDING_BUFFERS = ("generator.prompt_embeds", "discriminator.prompt_embeds", "discriminator.pooled_prompt_embeds")
+
+
+class D3SRModule(L.LightningModule):
+    """Both networks, the losses, the G/D alternation and logging.
+
+    optimizer_g / optimizer_d: partial optimizers (Hydra `_partial_: true`) completed with the trainable parameters.
+    accumulate_grad_batches: micro-batches per optimizer step (by hand, with no DDP gradient sync in between).
+    frozen_dtype: dtype of the frozen base weights ('float32' or 'bf16' with trainer.precision=bf16-mixed).
+    """
+
+    def __init__(
+        self,
+        generator: OneStepGenerator,
+        discriminator: DiffusionDiscriminator,
+        loss: D3SRLoss,
+        optimizer_g: Callable[..., torch.optim.Optimizer],
+        optimizer_d: Callable[..., torch.optim.Optimizer],
+        d_steps_per_g_step: int = 1,
+        grad_clip: float | None = 1.0,
+        accumulate_grad_batches: int = 1,
+        frozen_dtype: str = "float32",
+    ) -> None:
+        super().__init__()
+        if d_steps_per_g_step < 1:
+            raise ConfigError(f"model.d_steps_per_g_step must be >= 1, got {d_steps_per_g_step}")
+        if accumulate_grad_batches < 1:
+            raise ConfigError(f"model.accumulate_grad_batches must be >= 1, got {accumulate_grad_batches}")
+        if accumulate_grad_batches > 1 and d_steps_per_g_step > 1:
+            raise ConfigError("model.accumulate_grad_batches > 1 needs model.d_steps_per_g_step = 1")
+        if grad_clip is not None and grad_clip <= 0:
+            raise ConfigError(f"model.grad_clip must be > 0 or null, got {grad_clip}")
+        self.automatic_optimization = False
+        self.strict_loading = False  # checkpoints hold the trainable state only; frozen weights come from the base
+        self.generator, self.discriminator, self.loss = generator, discriminator, loss
+        self.optimizer_g, self.optimizer_d = optimizer_g, optimizer_d
+        self.d_steps_per_g_step, self.grad_clip = int(d_steps_per_g_step), grad_clip
+        self.accumulate_grad_batches = int(accumulate_grad_batches)
+        self.frozen_dtype = parse_dtype(frozen_dtype, "model.frozen_dtype")
+        self.config: dict | None = None  # the resolved run config (from_config), stored in checkpoints
+        if self.frozen_dtype != torch.float32:
+            cast_frozen(self.generator, self.frozen_dtype)
+            cast_frozen(self.discriminator.unet, self.frozen_dtype)
+        named_buffers = dict(self.named_buffers())
+        self.checkpoint_keys = sorted(
+            [name for name, p in self.named_parameters() if p.requires_grad]
+            + [name for name in EMBEDDING_BUFFERS if name in named_buffers]
+        )
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Construction from a run config or a checkpoint.
+
+    @classmethod
+    def from_config(cls, cfg) -> D3SRModule:
+        """The module described by a run config's `model` node with its `loss` node; remembers the resolved config."""
+        from hydra.utils import instantiate
+        from omegaconf import OmegaConf
+
+        module = instantiate(cfg.model, loss=instantiate(cfg.loss))
+        module.config = OmegaConf.to_container(cfg, resolve=True)
+        return module
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path) -> D3SRModule:
+        """The training module of a checkpoint, rebuilt from the config stored in it, with its trained weights."""
+        from omegaconf import OmegaConf
+
+        checkpoint = load_checkpoint(path)
+        config = checkpoint["d3sr"].get("config")
+        if not config or "model" not in config or "loss" not in config:
+            raise D3SRError(f"{path} stores no run config; rebuild the module with the config it was trained with")
+        module = cls.from_config(OmegaConf.create(config))
+        module.on_load_checkpoint(checkpoint)
+        module.load_state_dict(checkpoint["state_dict"], strict=False)
+        return module
+
+    @property
+    def validation_metrics(self) -> list[str]:
+        """Names validation_step logs (train.py checks `optimized_metric` against them at start-up)."""
+        return ["val/psnr_y", "val/ssim_y"] + (["val/dists"] if self._validation_dists is not None else [])
+
+    @property
+    def _validation_dists(self) -> nn.Module | None:
+        return getattr(self.loss.perceptual, "dists", None)
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Setup.
+
+    def setup(self, stage: str) -> None:
+        precision = str(self.trainer.precision)
+        if self.frozen_dtype == torch.bfloat16 and "bf16" not in precision:
+            raise ValueError(f"model.frozen_dtype=bf16 needs trainer.precision=bf16-mixed (got {precision})")
+        if self.frozen_dtype == torch.float16 and not precision.startswith("16"):
+            raise ValueError(f"model.frozen_dtype=fp16 needs trainer.precision=16-mixed (got {precision})")
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        params_g = [p for p in self.generator.parameters() if p.requires_grad]
+        params_d = [p for p in self.discriminator.parameters() if p.requires_grad]
+        return [self.optimizer_g(params=params_g), self.optimizer_d(params=params_d)]
+
+    @property
+    def iteration(self) -> int:
+        """Generator updates done so far (Lightning's global_step counts G and D optimizer steps alike)."""
+        return self.trainer.global_step // (1 + self.d_steps_per_g_step)
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Training.
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        lq, gt = generator_input(batch["lq"]), to_model_range(batch["gt"])
+        if lq.shape[-2:] != gt.shape[-2:]:
+            raise ValueError(
+                f"lq ×4 {tuple(lq.shape[-2:])} does not match gt {tuple(gt.shape[-2:])}: crop a multiple of 8"
+            )
+        step_now = (batch_idx + 1) % self.accumulate_grad_batches == 0
+        logs, z_sr = self._generator_step(lq, gt, step_now)
+        with torch.no_grad():
+            z_gt = self.generator.encode(gt).float()
+        for _ in range(self.d_steps_per_g_step):
+            logs.update(self._discriminator_step(z_sr.detach(), z_gt, step_now))
+        self.log("train/g/loss", logs.pop("train/g/loss"), prog_bar=True, batch_size=lq.shape[0])
+        self.log_dict(logs, batch_size=lq.shape[0])
+        self.log("iteration", float(self.iteration), logger=False, batch_size=lq.shape[0])  # checkpoint file names
+
+    def _step(self, optimizer, loss: torch.Tensor, step_now: bool) -> None:
+        """Backward (scaled for accumulation); on the last micro-batch: clip, step, zero the gradients."""
+        self.manual_backward(loss / self.accumulate_grad_batches)
+        if step_now:
+            if self.grad_clip is not None:
+                self.clip_gradients(optimizer, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm")
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+    def _generator_step(
+        self, lq: torch.Tensor, gt: torch.Tensor, step_now: bool
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """L_gen = MSE + λ2·EA-DISTS + λ1·L_G with D frozen (toggle_model); returns logs and ẑ_H."""
+        optimizer = self.optimizers()[0]
+        with optimizer.toggle_model(sync_grad=step_now):
+            # Super-resolve in one UNet call.
+            sr, z_sr = self.generator(lq)
+            # Reconstruction terms and the adversarial term through the (frozen) discriminator.
+            terms = self.loss.reconstruction(sr, gt)
+            adversarial = generator_adversarial_loss(self.discriminator(z_sr))
+            total = self.loss.total(terms, adversarial)
+            self._step(optimizer, total, step_now)
+        logs = {"train/g/loss": total, "train/g/mse": terms["mse"], "train/g/ea_dists": terms["ea_dists"],
+                "train/g/adv": adversarial}  # fmt: skip
+        return {k: v.detach() for k, v in logs.items()}, z_sr
+
+    def _discriminator_step(self, z_sr: torch.Tensor, z_gt: torch.Tensor, step_now: bool) -> dict[str, torch.Tensor]:
+        """L_D on F(ẑ_H, t) (fake) and F(z_H, t) (real), independent t and ε for each."""
+        optimizer = self.optimizers()[1]
+        with optimizer.toggle_model(sync_grad=step_now):
+            logits_fake = self.discriminator(z_sr)
+            logits_real = self.discriminator(z_gt)
+            fake, real = discriminator_adversarial_loss(logits_fake, logits_real)
+            self._step(optimizer, fake + real, step_now)
+        logits_fake, logits_real = logits_fake.detach().float(), logits_real.detach().float()
+        return {
+            "train/d/loss": (fake + real).detach(),
+            "train/d/fake": fake.detach(),
+            "train/d/real": real.detach(),
+            "train/d/acc_real": (logits_real > 0).float().mean(),
+            "train/d/acc_fake": (logits_fake < 0).float().mean(),
+            "train/d/score_real": torch.sigmoid(logits_real).mean(),
+            "train/d/score_fake": torch.sigmoid(logits_fake).mean(),
+        }
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Validation.
+
+    @torch.no_grad()
+    def super_resolve(self, lq: torch.Tensor) -> torch.Tensor:
+        """SR (B, 3, 4h, 4w) in [0, 1] from an LQ batch (B, 3, h, w) in [0, 1] (no tiling, no colour fix)."""
+        sr, _ = self.generator(generator_input(lq))
+        return from_model_range(sr[..., : lq.shape[-2] * 4, : lq.shape[-1] * 4])
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        sr, gt = self.super_resolve(batch["lq"]), batch["gt"].float()
+        metrics = {"val/psnr_y": psnr_y(sr, gt).mean(), "val/ssim_y": ssim_y(sr, gt).mean()}
+        if self._validation_dists is not None:
+            metrics["val/dists"] = self._validation_dists(sr, gt).mean()
+        self.log_dict(metrics, batch_size=sr.shape[0], sync_dist=True)
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Checkpoints: trainable state + fixed embeddings + config, never the frozen base weights.
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        keep = set(self.checkpoint_keys)
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
+        checkpoint["d3sr"] = checkpoint_record(self.generator, self.config, self.iteration)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        missing = sorted(set(self.checkpoint_keys) - set(checkpoint.get("state_dict", {})))
+        if missing:
+            raise D3SRError(
+                f"checkpoint does not match this model: {len(missing)} trainable tensors missing "
+                f"(e.g. {', '.join(missing[:3])}). Was it trained with another model/generator, "
+                "model/discriminator or LoRA setting?"
+            )
+        own = self.state_dict()
+        mismatched = [
+            f"{k}: {tuple(v.shape)} in the checkpoint, {tuple(own[k].shape)} here"
+            for k, v in checkpoint["state_dict"].items()
+            if k in own and v.shape != own[k].shape
+        ]
+        if mismatched:
+            raise D3SRError(
+                f"checkpoint does not match this model: {len(mismatched)} tensors differ in shape (e.g. "
+                f"{mismatched[0]}). Was it trained with another LoRA rank or model/generator, model/discriminator?"
+            )

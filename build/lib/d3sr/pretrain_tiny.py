@@ -1,0 +1,496 @@
+"""Pretraining of the demo backbone: `python -m d3sr.pretrain_tiny output=DIR [seed=0] [vae.steps=N] [unet.steps=N]`.
+
+D³SR fine-tunes a pretrained latent diffusion model; the embedded demo does the same at toy scale with a backbone the
+project pretrains here, on the CPU, from the photos shipped with scikit-image. Only `EMBEDDED_TRAIN` is trained on;
+the held-out photos (`EMBEDDED_HELD_OUT`) only measure the result.
+  Stage 1, the VAE (architectures.DEMO_VAE) as an autoencoder on random crops with flips and transpositions:
+    L = ‖x̂ − x‖₁ + λ_edge·‖∇x̂ − ∇x‖₁ + λ_KL·KL(q(z|x) ‖ N(0, I)), images in [-1, 1], means per element;
+    then scaling_factor = 1 / std of the training latents (posterior mode), as Stable Diffusion did.
+  Stage 2, the SD-style UNet (DEMO_UNET_SD) and the SDXL-style UNet (DEMO_UNET_SDXL) on the ε-prediction objective
+    L = ‖ε − ε_θ(sqrt(ᾱ_t)·z + sqrt(1−ᾱ_t)·ε, t, c)‖² (Ho et al. 2020, eq. 14), t ~ U{0..999}, over the scaled
+    latents z of the frozen VAE, with fixed seeded random embeddings c standing in for the empty prompt
+    (SDXL-style: + pooled embedding and time ids (H, W, 0, 0, H, W) in pixels).
+Writes a diffusers-style folder: vae/, unet/, unet_sdxl/ (float16 safetensors; load them in float32), scheduler/,
+embeds.safetensors (`sd.prompt_embeds`, `sdxl.prompt_embeds`, `sdxl.pooled_prompt_embeds`) and manifest.json,
+staged in a temporary sibling folder and renamed into place. Seeded and deterministic on the CPU for a fixed
+number of threads.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import diffusers
+import hydra
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+from safetensors.torch import save_file
+from tqdm import tqdm
+
+import d3sr
+from d3sr.errors import ConfigError, D3SRError, run_reporting_errors
+from d3sr.images import (
+    EMBEDDED_HELD_OUT,
+    EMBEDDED_TRAIN,
+    LATENT_FACTOR,
+    downscale,
+    embedded_photo,
+    from_model_range,
+    to_model_range,
+    upsample_lq,
+)
+from d3sr.models import architectures as arch
+from d3sr.models.text_embeds import random_prompt_embeds
+from d3sr.options import check_positive
+from d3sr.psnr_ssim import psnr_y
+
+log = logging.getLogger("d3sr.pretrain_tiny")
+
+HELD_OUT_TIMESTEPS = (50, 250, 500, 750, 950)  # the t at which the UNets' held-out ε-MSE is measured
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Training data.
+
+
+class PhotoCrops:
+    """Random square crops of a fixed set of photos, as (B, 3, crop, crop) in [0, 1].
+
+    Each crop comes from a photo drawn with weight `color_weight` for colour photos and 1 for gray ones (most of
+    the training photos are gray, the held-out ones are in colour), at a uniform position, then is flipped
+    left-right, flipped up-down and transposed with probability 1/2 each (the 8 symmetries of the square), and with
+    `permute_channels` its RGB channels are put in a random order.
+    """
+
+    def __init__(self, names: tuple[str, ...] | list[str]) -> None:
+        leaked = sorted(set(names) & set(EMBEDDED_HELD_OUT))
+        if leaked:
+            raise ValueError(f"the held-out photos {leaked} must never be trained on")
+        self.names = list(names)
+        self.photos = [embedded_photo(name) for name in self.names]
+        self.smallest_side = min(min(photo.shape[-2:]) for photo in self.photos)
+        self.is_color = torch.tensor([bool((photo != photo[:1]).any()) for photo in self.photos])
+
+    def check_crop(self, key: str, crop: int) -> int:
+        """Return `crop` if it is a positive multiple of 8 that fits in every photo, else raise ConfigError."""
+        if crop <= 0 or crop % LATENT_FACTOR or crop > self.smallest_side:
+            raise ConfigError(
+                f"{key}={crop} is not valid; choose a multiple of {LATENT_FACTOR} in [8, {self.smallest_side}] "
+                "(the smallest training photo's side)"
+            )
+        return crop
+
+    def sample(
+        self,
+        batch: int,
+        crop: int,
+        generator: torch.Generator,
+        permute_channels: bool = False,
+        color_weight: float = 1.0,
+    ) -> torch.Tensor:
+        """(batch, 3, crop, crop) in [0, 1], drawn with `generator`."""
+        weights = torch.where(self.is_color, float(color_weight), 1.0)
+        crops = []
+        for _ in range(batch):
+            photo = self.photos[int(torch.multinomial(weights, 1, generator=generator))]
+            top = int(torch.randint(photo.shape[-2] - crop + 1, (1,), generator=generator))
+            left = int(torch.randint(photo.shape[-1] - crop + 1, (1,), generator=generator))
+            x = photo[:, top : top + crop, left : left + crop]
+            flip_lr, flip_ud, transpose = torch.randint(2, (3,), generator=generator).tolist()
+            order = torch.randperm(3, generator=generator)
+            if flip_lr:
+                x = x.flip(-1)
+            if flip_ud:
+                x = x.flip(-2)
+            if transpose:
+                x = x.transpose(-1, -2)
+            if permute_channels:
+                x = x[order]
+            crops.append(x)
+        return torch.stack(crops).contiguous()
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Optimisation helpers.
+
+
+def warmup_cosine(steps: int, warmup_steps: int, final_fraction: float = 0.02) -> Callable[[int], float]:
+    """Learning-rate factor: linear warm-up over `warmup_steps`, then a cosine decay to `final_fraction`."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, steps - warmup_steps)
+        return final_fraction + (1 - final_fraction) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+    return factor
+
+
+class RunningLosses:
+    """Means of the named losses over the last `window` steps (what the logs and the manifest report)."""
+
+    def __init__(self, window: int) -> None:
+        self.window, self.history = window, {}
+
+    def add(self, **losses: float) -> None:
+        """Record one step's losses."""
+        for name, value in losses.items():
+            values = self.history.setdefault(name, [])
+            values.append(float(value))
+            del values[: -self.window]
+
+    def means(self) -> dict[str, float]:
+        """{name: mean over the window}."""
+        return {name: sum(values) / len(values) for name, values in self.history.items()}
+
+    def text(self) -> str:
+        """The means as 'name value ...' for logs and progress bars."""
+        return " ".join(f"{name} {value:.4g}" for name, value in self.means().items())
+
+
+def round_to_float16(module: torch.nn.Module) -> torch.nn.Module:
+    """Round the weights to float16 and back, in place: the model then computes exactly what the shipped files hold."""
+    for tensor in [*module.parameters(), *module.buffers()]:
+        if tensor.is_floating_point():
+            tensor.data = tensor.data.half().float()
+    return module
+
+
+def parameter_count(module: torch.nn.Module) -> int:
+    """Number of parameters of `module`."""
+    return sum(p.numel() for p in module.parameters())
+
+
+def progress(steps: int, description: str) -> tqdm:
+    """A progress bar over range(steps) that also reads well in a log file (an update every 5 s at most)."""
+    return tqdm(range(steps), desc=description, unit="step", mininterval=5.0, dynamic_ncols=True)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Stage 1: the VAE.
+
+
+def image_gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Horizontal and vertical finite differences of (B, C, H, W)."""
+    return x[..., :, 1:] - x[..., :, :-1], x[..., 1:, :] - x[..., :-1, :]
+
+
+def train_vae(cfg: DictConfig, data: PhotoCrops, seed: int, log_every: int) -> tuple[AutoencoderKL, dict]:
+    """Stage 1: DEMO_VAE trained as an autoencoder; returns the VAE (train mode) and the stage's record."""
+    crop = data.check_crop("vae.crop", int(cfg.crop))
+    torch.manual_seed(seed)
+    vae = AutoencoderKL(**arch.DEMO_VAE)
+    optimizer = torch.optim.Adam(vae.parameters(), lr=float(cfg.lr))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(int(cfg.steps), int(cfg.warmup_steps)))
+    data_rng, noise_rng = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed + 1)
+    losses = RunningLosses(log_every)
+    start = time.perf_counter()
+    bar = progress(int(cfg.steps), "stage 1/2 vae")
+    for step in bar:
+        # Reconstruct a batch of crops through a posterior sample.
+        x = to_model_range(
+            data.sample(int(cfg.batch), crop, data_rng, bool(cfg.permute_channels), float(cfg.color_weight))
+        )
+        posterior = vae.encode(x).latent_dist
+        x_rec = vae.decode(posterior.sample(generator=noise_rng)).sample
+        # L1 on pixels and on image gradients, and the KL term per latent element.
+        l1 = (x_rec - x).abs().mean()
+        edge = sum((a - b).abs().mean() for a, b in zip(image_gradients(x_rec), image_gradients(x))) / 2
+        kl = posterior.kl().mean() / posterior.mean[0].numel()
+        loss = l1 + float(cfg.edge_weight) * edge + float(cfg.kl_weight) * kl
+        # Update.
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        losses.add(l1=l1.item(), edge=edge.item(), kl=kl.item())
+        if (step + 1) % log_every == 0 or step + 1 == int(cfg.steps):
+            bar.set_postfix_str(losses.text(), refresh=False)
+            log.info("vae step %d/%d: %s lr %.2e", step + 1, cfg.steps, losses.text(), schedule.get_last_lr()[0])
+    record = {
+        **OmegaConf.to_container(cfg),
+        "wall_s": round(time.perf_counter() - start, 1),
+        "final_losses": losses.means(),
+    }
+    return vae, record
+
+
+@torch.no_grad()
+def latent_std(vae: AutoencoderKL, data: PhotoCrops, crops: int, crop: int, seed: int) -> float:
+    """Standard deviation of the unscaled latents (posterior mode) of `crops` fixed training crops."""
+    generator = torch.Generator().manual_seed(seed)
+    z = [
+        vae.encode(to_model_range(data.sample(8, crop, generator, False))).latent_dist.mode()
+        for _ in range(crops // 8)
+    ]
+    return float(torch.cat(z).std())
+
+
+@torch.no_grad()
+def reconstruct(vae: AutoencoderKL, image: torch.Tensor) -> torch.Tensor:
+    """VAE reconstruction (posterior mode) of (3, H, W) in [0, 1], H and W multiples of 8, rounded to 8 bits."""
+    z = vae.encode(to_model_range(image[None])).latent_dist.mode()
+    return (from_model_range(vae.decode(z).sample) * 255).round() / 255
+
+
+def psnr_rgb(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR (dB) over all RGB values of two images in [0, 1]."""
+    return float(10 * torch.log10(1.0 / (a.double() - b.double()).pow(2).mean()))
+
+
+@torch.no_grad()
+def evaluate_vae(vae: AutoencoderKL) -> dict[str, dict[str, float]]:
+    """Reconstruction PSNR (RGB, Y) of each held-out photo (cropped to multiples of 8) and ×4 bicubic's PSNR-Y."""
+    results = {"vae_psnr_rgb": {}, "vae_psnr_y": {}, "bicubic_x4_psnr_y": {}}
+    for name in EMBEDDED_HELD_OUT:
+        photo = embedded_photo(name)
+        height, width = (s - s % LATENT_FACTOR for s in photo.shape[-2:])
+        gt = photo[:, :height, :width]
+        rec = reconstruct(vae, gt)
+        bicubic = upsample_lq(downscale(gt[None]))
+        results["vae_psnr_rgb"][name] = round(psnr_rgb(rec, gt[None]), 3)
+        results["vae_psnr_y"][name] = round(float(psnr_y(rec, gt[None])), 3)
+        results["bicubic_x4_psnr_y"][name] = round(float(psnr_y(bicubic, gt[None])), 3)
+    for values in results.values():
+        values["mean"] = round(sum(values.values()) / len(values), 3)
+    return results
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Stage 2: the UNets.
+
+
+def fixed_embeds(seed: int) -> dict[str, torch.Tensor]:
+    """Seeded random stand-ins for the empty-prompt embeddings: keys `sd.*` and `sdxl.*` (embeds.safetensors)."""
+    embeds = {}
+    for offset, kind in enumerate(("sd", "sdxl")):
+        tokens, dim, pooled = arch.DEMO_TEXT_SHAPES[kind]
+        for key, value in random_prompt_embeds(tokens, dim, pooled, seed + offset).items():
+            embeds[f"{kind}.{key}"] = value.contiguous()
+    return embeds
+
+
+def train_unets(
+    cfg: DictConfig, vae: AutoencoderKL, data: PhotoCrops, embeds: dict[str, torch.Tensor], seed: int, log_every: int
+) -> tuple[UNet2DConditionModel, UNet2DConditionModel, dict]:
+    """Stage 2: DEMO_UNET_SD and DEMO_UNET_SDXL on the ε-objective over the frozen VAE's scaled latents."""
+    crop = data.check_crop("unet.crop", int(cfg.crop))
+    scaling_factor = float(vae.config.scaling_factor)
+    scheduler = DDPMScheduler(**arch.SCHEDULER)
+    num_steps = scheduler.config.num_train_timesteps
+    torch.manual_seed(seed)
+    unets = {"sd": UNet2DConditionModel(**arch.DEMO_UNET_SD), "sdxl": UNet2DConditionModel(**arch.DEMO_UNET_SDXL)}
+    optimizers = {kind: torch.optim.AdamW(unet.parameters(), lr=float(cfg.lr)) for kind, unet in unets.items()}
+    factor = warmup_cosine(int(cfg.steps), int(cfg.warmup_steps))
+    schedules = {kind: torch.optim.lr_scheduler.LambdaLR(opt, factor) for kind, opt in optimizers.items()}
+    data_rng, noise_rng = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed + 1)
+    losses = RunningLosses(log_every)
+    start = time.perf_counter()
+    bar = progress(int(cfg.steps), "stage 2/2 unets")
+    for step in bar:
+        # Scaled latents of a batch of crops (frozen VAE, posterior mode, as the generator encodes).
+        with torch.no_grad():
+            x = to_model_range(
+                data.sample(int(cfg.batch), crop, data_rng, bool(cfg.permute_channels), float(cfg.color_weight))
+            )
+            z = vae.encode(x).latent_dist.mode() * scaling_factor
+        for kind, unet in unets.items():
+            # Forward-diffuse to t ~ U{0..999} and regress ε.
+            t = torch.randint(num_steps, (z.shape[0],), generator=noise_rng)
+            eps = torch.randn(z.shape, generator=noise_rng)
+            z_t = scheduler.add_noise(z, eps, t)
+            eps_hat = predict_eps(unet, kind, z_t, t, embeds, crop)
+            loss = F.mse_loss(eps_hat, eps)
+            optimizers[kind].zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+            optimizers[kind].step()
+            schedules[kind].step()
+            losses.add(**{f"{kind}_eps_mse": loss.item()})
+        if (step + 1) % log_every == 0 or step + 1 == int(cfg.steps):
+            bar.set_postfix_str(losses.text(), refresh=False)
+            log.info(
+                "unet step %d/%d: %s lr %.2e", step + 1, cfg.steps, losses.text(), schedules["sd"].get_last_lr()[0]
+            )
+    record = {
+        **OmegaConf.to_container(cfg),
+        "wall_s": round(time.perf_counter() - start, 1),
+        "final_losses": losses.means(),
+    }
+    return unets["sd"], unets["sdxl"], record
+
+
+def predict_eps(
+    unet: UNet2DConditionModel, kind: str, z_t: torch.Tensor, t: torch.Tensor, embeds: dict, crop: int
+) -> torch.Tensor:
+    """ε_θ(z_t, t, c) with the fixed embedding c of `kind` ('sd' or 'sdxl': + pooled text and time ids)."""
+    batch = z_t.shape[0]
+    context = embeds[f"{kind}.prompt_embeds"].expand(batch, -1, -1)
+    added = None
+    if kind == "sdxl":
+        time_ids = torch.tensor([crop, crop, 0, 0, crop, crop], dtype=z_t.dtype)  # (H, W, 0, 0, H, W) in pixels
+        added = {"text_embeds": embeds["sdxl.pooled_prompt_embeds"].expand(batch, -1),
+                 "time_ids": time_ids.expand(batch, -1)}  # fmt: skip
+    return unet(z_t, t, encoder_hidden_states=context, added_cond_kwargs=added).sample
+
+
+@torch.no_grad()
+def held_out_eps_mse(
+    unet: UNet2DConditionModel, kind: str, vae: AutoencoderKL, embeds: dict, crop: int, seed: int
+) -> float:
+    """Mean ε-MSE on the centre crops of the held-out photos at HELD_OUT_TIMESTEPS (1.0 is predicting ε = 0)."""
+    scheduler = DDPMScheduler(**arch.SCHEDULER)
+    crops = []
+    for name in EMBEDDED_HELD_OUT:
+        photo = embedded_photo(name)
+        top, left = (photo.shape[-2] - crop) // 2, (photo.shape[-1] - crop) // 2
+        crops.append(photo[:, top : top + crop, left : left + crop])
+    z = vae.encode(to_model_range(torch.stack(crops))).latent_dist.mode() * vae.config.scaling_factor
+    generator = torch.Generator().manual_seed(seed)
+    errors = []
+    for step in HELD_OUT_TIMESTEPS:
+        t = torch.full((z.shape[0],), step, dtype=torch.long)
+        eps = torch.randn(z.shape, generator=generator)
+        errors.append(F.mse_loss(predict_eps(unet, kind, scheduler.add_noise(z, eps, t), t, embeds, crop), eps))
+    return round(float(torch.stack(errors).mean()), 5)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Output.
+
+
+def check_output(output: Path, overwrite: bool) -> None:
+    """Refuse an output that is a file, or a non-empty folder without overwrite (before any training)."""
+    if output.exists() and not output.is_dir():
+        raise D3SRError(f"output={output} exists and is not a folder")
+    if output.is_dir() and any(output.iterdir()) and not overwrite:
+        raise D3SRError(f"output={output} is not empty; choose a new folder or pass overwrite=true")
+
+
+def write_backbone(
+    output: Path, models: dict[str, torch.nn.Module], embeds: dict[str, torch.Tensor], manifest: dict
+) -> None:
+    """Write the diffusers-style folder into a temporary sibling, then rename it to `output` (replacing it)."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = output.with_name(f".{output.name}.tmp-{os.getpid()}")
+    retired = output.with_name(f".{output.name}.old-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        for subfolder, model in models.items():
+            copy.deepcopy(model).half().save_pretrained(staging / subfolder, safe_serialization=True)
+        DDPMScheduler(**arch.SCHEDULER).save_pretrained(staging / "scheduler")
+        save_file(embeds, str(staging / "embeds.safetensors"))
+        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        for path in staging.rglob("*"):
+            path.chmod(0o755 if path.is_dir() else 0o644)  # safetensors writes owner-only files; these ship
+        if output.exists():
+            os.replace(output, retired)
+        os.replace(staging, output)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(retired, ignore_errors=True)
+
+
+def command_line() -> str | None:
+    """The command line that reproduces this run, when it was started from one (None for a Python call)."""
+    if not HydraConfig.initialized():
+        return None
+    return " ".join(["python -m d3sr.pretrain_tiny", *HydraConfig.get().overrides.task])
+
+
+def pretrain(cfg: DictConfig) -> dict:
+    """Run both stages as configured, write the backbone folder to cfg.output; returns the manifest.
+
+    The caller's torch thread count and global random state are left as they were.
+    """
+    output = Path(str(cfg.output)).expanduser().resolve()
+    check_output(output, bool(cfg.overwrite))
+    for key in ("vae.steps", "vae.batch", "unet.steps", "unet.batch", "threads", "log_every"):
+        check_positive(key, OmegaConf.select(cfg, key))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(int(cfg.threads))
+    try:
+        with torch.random.fork_rng(devices=[]):
+            return pretrain_into(cfg, output)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def pretrain_into(cfg: DictConfig, output: Path) -> dict:
+    """The body of `pretrain` once the options are checked."""
+    seed, log_every = int(cfg.seed), int(cfg.log_every)
+    begin = time.perf_counter()
+    log.info("Loading the %d training photos (held out: %s)", len(EMBEDDED_TRAIN), ", ".join(EMBEDDED_HELD_OUT))
+    data = PhotoCrops(EMBEDDED_TRAIN)
+    data.check_crop("vae.crop", int(cfg.vae.crop))
+    data.check_crop("unet.crop", int(cfg.unet.crop))
+
+    # Stage 1: the autoencoder, then its weights as shipped (float16) and its latent scale.
+    vae, vae_record = train_vae(cfg.vae, data, seed, log_every)
+    vae = round_to_float16(vae).eval().requires_grad_(False)
+    std = latent_std(vae, data, crops=64, crop=int(cfg.unet.crop), seed=seed + 2)
+    vae.register_to_config(scaling_factor=round(1.0 / std, 5))
+    log.info("VAE latent std %.4f: scaling_factor %.5f", std, vae.config.scaling_factor)
+
+    # Stage 2: the two UNets on the frozen VAE's latents, with fixed embeddings.
+    embeds = fixed_embeds(seed)
+    unet_sd, unet_sdxl, unet_record = train_unets(cfg.unet, vae, data, embeds, seed + 3, log_every)
+    unet_sd, unet_sdxl = (round_to_float16(u).eval().requires_grad_(False) for u in (unet_sd, unet_sdxl))
+
+    # Held-out measurements of the shipped weights.
+    evaluation_start = time.perf_counter()
+    held_out = evaluate_vae(vae)
+    crop = int(cfg.unet.crop)
+    unet_record["held_out_eps_mse"] = {
+        "sd": held_out_eps_mse(unet_sd, "sd", vae, embeds, crop, seed + 4),
+        "sdxl": held_out_eps_mse(unet_sdxl, "sdxl", vae, embeds, crop, seed + 4),
+        "timesteps": list(HELD_OUT_TIMESTEPS),
+    }
+    evaluation_s = round(time.perf_counter() - evaluation_start, 1)
+    log.info("Held-out VAE PSNR-Y: %s", held_out["vae_psnr_y"])
+    log.info("Held-out ε-MSE: %s", unet_record["held_out_eps_mse"])
+
+    models = {"vae": vae, "unet": unet_sd, "unet_sdxl": unet_sdxl}
+    manifest = {
+        "command": command_line(),
+        "seed": seed,
+        "threads": int(cfg.threads),
+        "versions": {"d3sr": d3sr.__version__, "torch": torch.__version__, "diffusers": diffusers.__version__},
+        "train_photos": list(EMBEDDED_TRAIN),
+        "held_out_photos": list(EMBEDDED_HELD_OUT),
+        "parameters": {name: parameter_count(model) for name, model in models.items()},
+        "storage": "float16 safetensors; load with torch_dtype=torch.float32",
+        "scaling_factor": float(vae.config.scaling_factor),
+        "stages": {"vae": vae_record, "unet": unet_record},
+        "held_out": held_out,
+        "wall_s": {
+            "vae": vae_record["wall_s"],
+            "unet": unet_record["wall_s"],
+            "evaluation": evaluation_s,
+            "total": round(time.perf_counter() - begin, 1),
+        },
+    }
+    write_backbone(output, models, embeds, manifest)
+    log.info("Wrote the demo backbone to %s in %.0f s", output, manifest["wall_s"]["total"])
+    return manifest
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="pretrain_tiny")
+def main(cfg: DictConfig) -> None:
+    run_reporting_errors(pretrain, cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""Training entry point: `python -m d3sr.train [experiment=...] [key=value ...]` (Hydra; `-m` for sweeps)."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from d3sr.commands import hydra_command
+from d3sr.errors import ConfigError, D3SRError
+from d3sr.models import D3SRModule
+
+log = logging.getLogger("d3sr.train")
+
+# Expected by design, so not worth a warning on every run: the frozen VAE and loss networks stay in eval mode, and
+# checkpoints hold the post-step state of a manual-optimization step.
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+warnings.filterwarnings("ignore", message=r"Using ModelCheckpoint with manual optimization")
+warnings.filterwarnings("ignore", message=r".*LeafSpec.* is deprecated")
+
+
+def check_optimized_metric(cfg: DictConfig, module: D3SRModule, has_validation: bool) -> None:
+    """ConfigError at start-up when `optimized_metric` names a value this run will not compute."""
+    name = cfg.get("optimized_metric")
+    if not name:
+        return
+    available = module.validation_metrics if has_validation else []
+    if name not in available:
+        why = "this run has no validation set" if not has_validation else f"this run logs {', '.join(available)}"
+        raise ConfigError(
+            f"optimized_metric={name} is not computed: {why}. Set optimized_metric to one of those, or null "
+            "(e.g. loss=mse_only has no perceptual network, so no val/dists)"
+        )
+
+
+def build_trainer(cfg: DictConfig) -> L.Trainer:
+    """The Lightning Trainer with the configured callbacks and loggers."""
+    callbacks = [instantiate(c) for c in _configured_objects(cfg, "callbacks")]
+    loggers = [instantiate(c) for c in _configured_objects(cfg, "logger")]
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+
+def _configured_objects(cfg: DictConfig, group: str) -> list[DictConfig]:
+    """The entries of cfg.<group> that describe an object.
+
+    An entry without `_target_` is what an experiment's settings leave behind when the group option that defines the
+    object is not selected (e.g. `experiment=demo callbacks=none`): it is skipped, and said so.
+    """
+    objects = []
+    for name, node in (cfg.get(group) or {}).items():
+        if node is None:
+            continue
+        if "_target_" not in node:
+            log.info("%s.%s has settings but no _target_ (not selected in this run): skipped", group, name)
+            continue
+        objects.append(node)
+    return objects
+
+
+def train(cfg: DictConfig) -> dict:
+    """Train (or resume) as configured; returns final metrics and where the outputs are."""
+    if cfg.iterations < 1:
+        raise D3SRError(f"iterations must be >= 1, got {cfg.iterations}")
+    if cfg.get("ckpt_path") and not Path(cfg.ckpt_path).expanduser().is_file():
+        raise D3SRError(f"ckpt_path={cfg.ckpt_path} does not exist")
+    L.seed_everything(cfg.seed, workers=True)
+    if cfg.get("matmul_precision"):
+        torch.set_float32_matmul_precision(cfg.matmul_precision)
+
+    kinds = [cfg.model[part].backbone._target_.split(".")[-1] for part in ("generator", "discriminator")]
+    log.info("Building the model (%s generator, %s discriminator)", *kinds)
+    module = D3SRModule.from_config(cfg)
+    datamodule = instantiate(cfg.data)
+    check_optimized_metric(cfg, module, datamodule.val_set is not None)
+    trainer = build_trainer(cfg)
+
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    metric_name = cfg.get("optimized_metric")
+    if metric_name and metric_name not in trainer.callback_metrics and datamodule.val_set is not None:
+        trainer.validate(module, datamodule=datamodule, verbose=False)
+
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    checkpoint = getattr(trainer.checkpoint_callback, "last_model_path", "") or None
+    result = {"metrics": metrics, "checkpoint": checkpoint, "output_dir": str(cfg.paths.output_dir),
+              "iterations": module.iteration}  # fmt: skip
+    if trainer.is_global_zero:
+        shown = ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()) if k.startswith("val/"))
+        log.info("Finished %d iterations. Metrics: %s", module.iteration, shown or "none")
+        log.info("Logs: %s  (view: tensorboard --logdir %s)", cfg.paths.output_dir, cfg.paths.output_dir)
+        if checkpoint:
+            log.info("Checkpoint: %s", checkpoint)
+    return result
+
+
+def train_for_sweeper(cfg: DictConfig) -> float | None:
+    """Train, then return the value of cfg.optimized_metric (what a Hydra sweeper minimises or maximises)."""
+    result = train(cfg)
+    name = cfg.get("optimized_metric")
+    return result["metrics"].get(name) if name else None
+
+
+main = hydra_command("train", train_for_sweeper)
+
+
+if __name__ == "__main__":
+    main()
