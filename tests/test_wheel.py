@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -12,21 +13,15 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_installed_wheel_trains_the_demo_from_another_folder(tmp_path):
-    # Build the wheel (no isolation: the build backend is already installed) and install it into a bare folder.
-    dist, site, work = tmp_path / "dist", tmp_path / "site", tmp_path / "work"
+    # Build the wheel from a copy of the project (setuptools writes build/ next to pyproject.toml; the checkout stays
+    # clean), without isolation (the build backend is already installed), and install it into a bare folder.
+    project, dist, site, work = tmp_path / "project", tmp_path / "dist", tmp_path / "site", tmp_path / "work"
     work.mkdir()
-    build = [
-        sys.executable,
-        "-m",
-        "pip",
-        "wheel",
-        str(REPO),
-        "--no-deps",
-        "--no-build-isolation",
-        "-q",
-        "-w",
-        str(dist),
-    ]
+    shutil.copytree(REPO / "src", project / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, project / name)
+    build = [sys.executable, "-m", "pip", "wheel", str(project), "--no-deps", "--no-build-isolation", "-q", "-w",
+             str(dist)]  # fmt: skip
     subprocess.run(build, check=True, capture_output=True, timeout=300)
     (wheel,) = dist.glob("d3sr-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
