@@ -28,6 +28,7 @@ from d3sr.images import (
     UNREADABLE,
     embedded_lq,
     list_image_files,
+    read_image,
     read_image_with_alpha,
     upsample_lq,
     write_png,
@@ -51,10 +52,9 @@ class Source:
 
 def read_input(path: Path, alpha: str = "white") -> tuple[torch.Tensor, torch.Tensor | None]:
     """(rgb (3, H, W), alpha (1, H, W) or None) in [0, 1]; 'white' composites transparency on white."""
-    rgb, opacity = read_image_with_alpha(path)
-    if opacity is None or alpha == "keep":
-        return rgb, opacity
-    return rgb * opacity + (1 - opacity), None
+    if alpha == "keep":
+        return read_image_with_alpha(path)
+    return read_image(path, alpha="white"), None
 
 
 # ------------------------------------------------------------------------------------------------------------------

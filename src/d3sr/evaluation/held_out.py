@@ -40,11 +40,9 @@ def held_out_rows(pipe: D3SRPipeline, names: Sequence[str] = EMBEDDED_HELD_OUT) 
         hr = hr[..., : hr.shape[-2] // 8 * 8, : hr.shape[-1] // 8 * 8].to(pipe.device)
         lq = downscale(hr)
         # The three ×4 reconstructions.
-        vae_dtype = generator.vae.dtype
-        z = generator.encode(generator_input(lq).to(vae_dtype))
         outputs = {
             "bicubic": upsample_lq(lq),
-            "vae_only": from_model_range(generator.decode(z.to(vae_dtype))),
+            "vae_only": from_model_range(generator.decode(generator.encode(generator_input(lq)))),
             "d3sr": pipe.super_resolve(lq),
         }
         scores = {

@@ -13,7 +13,7 @@ import torch
 
 from d3sr.inference.color_fix import COLOR_FIXES
 from d3sr.inference.tiling import check_tiling
-from d3sr.options import check_choice, resolve_device, resolve_precision
+from d3sr.options import DTYPES, check_choice, resolve_device, resolve_precision
 
 CONFIG_FILE = Path(__file__).resolve().parents[1] / "conf" / "inference" / "default.yaml"
 
@@ -36,8 +36,7 @@ class InferenceOptions:
     def __post_init__(self) -> None:
         check_tiling(int(self.tile_size), int(self.tile_overlap))
         check_choice("inference.color_fix", self.color_fix, COLOR_FIXES)
-        check_choice("inference.precision", self.precision, ("auto", "fp32", "float32", "bf16", "bfloat16", "fp16",
-                                                             "float16"))  # fmt: skip
+        check_choice("inference.precision", self.precision, ("auto", *DTYPES))
         object.__setattr__(self, "tile_size", int(self.tile_size))
         object.__setattr__(self, "tile_overlap", int(self.tile_overlap))
 

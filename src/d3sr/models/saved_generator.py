@@ -132,7 +132,7 @@ def checkpoint_record(generator: OneStepGenerator, config: dict | None, iteratio
 
 
 def generator_from_checkpoint(path: str | Path, base_model: str | None = None) -> tuple[OneStepGenerator, dict]:
-    """The trained generator of a training checkpoint, and {'source', 'iteration', 'timestep'}."""
+    """The trained generator of a training checkpoint, and {'source', 'iteration', 'timestep', 'd3sr_version'}."""
     checkpoint = load_checkpoint(path)
     record = checkpoint["d3sr"]
     spec = GeneratorSpec.from_dict(record.get("generator") or {}, path)
@@ -150,7 +150,9 @@ def generator_from_checkpoint(path: str | Path, base_model: str | None = None) -
     if unexpected:
         raise D3SRError(f"{path}: generator tensors this model does not have (e.g. {unexpected[0]})")
     generator.load_state_dict(state, strict=False)
-    return generator, {"source": str(path), "iteration": record.get("iteration"), "timestep": spec.timestep}
+    info = {"source": str(path), "iteration": record.get("iteration"), "timestep": spec.timestep,
+            "d3sr_version": record.get("version")}  # fmt: skip
+    return generator, info
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -207,7 +209,6 @@ def export_bundle(
     if output.is_dir() and any(output.iterdir()) and not overwrite:
         raise D3SRError(f"output={output} is not empty; choose another folder or pass overwrite=true")
     generator, info = generator_from_checkpoint(ckpt, base_model)
-    record = load_checkpoint(ckpt)["d3sr"]
     bundle = {
         "format": "d3sr-bundle",
         "format_version": BUNDLE_FORMAT_VERSION,
@@ -218,7 +219,7 @@ def export_bundle(
         "source": {
             "checkpoint": str(ckpt.resolve()),
             "iteration": info["iteration"],
-            "d3sr_version": record.get("version"),
+            "d3sr_version": info["d3sr_version"],
         },  # fmt: skip
     }
 
