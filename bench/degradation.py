@@ -4,6 +4,7 @@
     python bench/degradation.py --device cuda --iters 20
     python bench/degradation.py --gallery gallery.png            # also: one HR crop and 12 degraded versions
     python bench/degradation.py --threads 1                      # one thread each, like a dataset worker
+    python bench/degradation.py --jpeg-tables                    # only: JPEG luma-table orientations vs PIL's JPEG
 
 Measured in the same run, on the same HR crops and the same config (src/d3sr/conf/degradation/<--config>.yaml):
 - `sample()`: the per-image CPU draws (kernels, scales, seeds, ...) that dataset workers do;
@@ -30,7 +31,14 @@ from hydra.utils import instantiate
 from torch.utils.data import default_collate
 
 from d3sr.data.datasets import random_crop
-from d3sr.data.degradation import DEGRADATION_RESIZE_MODES, RealESRGANDegradation, StageSettings
+from d3sr.data.degradation import (
+    DEGRADATION_RESIZE_MODES,
+    JPEG_LUMA_TABLES,
+    RealESRGANDegradation,
+    StageSettings,
+    quantize,
+)
+from d3sr.data.degradation import jpeg as device_jpeg
 from d3sr.data.kernels import sample_kernels
 from d3sr.images import embedded_photo, upsample_lq
 
@@ -164,6 +172,37 @@ def benchmark(args: argparse.Namespace) -> None:
         print(f"ratio device pipeline ({device}) / reference (cpu): {speed / reference_speed:.2f}×")
 
 
+def jpeg_tables(qualities: tuple[int, ...] = (30, 50, 75, 95)) -> None:
+    """PSNR of d3sr's JPEG (each luma-table orientation) against PIL's real JPEG of the same photo and quality."""
+    import io
+
+    from PIL import Image
+    from skimage import data
+
+    def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+        return float(-10 * torch.log10(((a - b) ** 2).mean()))
+
+    names = ("astronaut", "coffee", "chelsea", "rocket")
+    scores = {(table, q): [] for table in (*JPEG_LUMA_TABLES, "PIL vs original") for q in qualities}
+    for name in names:
+        array = getattr(data, name)()
+        array = np.ascontiguousarray(array[: array.shape[0] // 16 * 16, : array.shape[1] // 16 * 16, :3])
+        image = torch.from_numpy(array).permute(2, 0, 1)[None].float() / 255
+        for q in qualities:
+            buffer = io.BytesIO()
+            Image.fromarray(array).save(buffer, format="JPEG", quality=q)  # libjpeg, 4:2:0
+            decoded = np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
+            real = torch.from_numpy(decoded.copy()).permute(2, 0, 1)[None].float() / 255
+            for table in JPEG_LUMA_TABLES:
+                ours = quantize(device_jpeg(image, torch.tensor([float(q)]), table))
+                scores[table, q].append(psnr(ours, real))
+            scores["PIL vs original", q].append(psnr(real, image))
+    print(f"\nPSNR (dB) of d3sr's JPEG vs PIL's decoded JPEG, mean over {', '.join(names)} (crops to ×16)")
+    print("| luma table | " + " | ".join(f"q={q}" for q in qualities) + " |\n|---|" + "---|" * len(qualities))
+    for table in (*JPEG_LUMA_TABLES, "PIL vs original"):
+        print(f"| {table} | " + " | ".join(f"{np.mean(scores[table, q]):.1f}" for q in qualities) + " |")
+
+
 def gallery(path: str, config: str, size: int = 256) -> None:
     """One HR crop (the astronaut's face) and 12 degraded versions, each LQ ×4 bicubic as the generator sees it."""
     from PIL import Image, ImageDraw
@@ -195,7 +234,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch and OpenCV (default: theirs)")
     parser.add_argument("--config", default="realesrgan", help="src/d3sr/conf/degradation/<name>.yaml")
     parser.add_argument("--gallery", default=None, help="also write a PNG grid of degraded examples here")
+    parser.add_argument("--jpeg-tables", action="store_true", help="only compare the JPEG luma-table orientations")
     args = parser.parse_args()
+    if args.jpeg_tables:
+        jpeg_tables()
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
         cv2.setNumThreads(args.threads)

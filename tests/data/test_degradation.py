@@ -132,12 +132,13 @@ def test_noise_generators_match_their_distributions():
     assert gray.shape == (1, 1, 256, 256)
 
 
-def test_jpeg_error_grows_as_quality_drops_and_tracks_libjpeg(photos):
+@pytest.mark.parametrize("table", ["diffjpeg", "libjpeg"])
+def test_jpeg_error_grows_as_quality_drops_and_tracks_libjpeg(photos, table):
     cv2 = pytest.importorskip("cv2")
     image = quantize(photos[0][None])
     errors = {}
     for quality in (30, 95):
-        ours = jpeg(image, torch.tensor([float(quality)]))
+        ours = jpeg(image, torch.tensor([float(quality)]), table)
         array = (image[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
         _, code = cv2.imencode(".jpg", array[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
         reference = torch.from_numpy(cv2.imdecode(code, cv2.IMREAD_COLOR)[..., ::-1].copy()).permute(2, 0, 1) / 255
@@ -145,8 +146,8 @@ def test_jpeg_error_grows_as_quality_drops_and_tracks_libjpeg(photos):
         assert errors[quality] == pytest.approx(psnr(reference[None], image), abs=1.5)
     assert errors[95] > errors[30] + 5
     # Per-image quality in one batch equals one image at a time.
-    both = jpeg(image.repeat(2, 1, 1, 1), torch.tensor([30.0, 95.0]))
-    torch.testing.assert_close(both[1:], jpeg(image, torch.tensor([95.0])))
+    both = jpeg(image.repeat(2, 1, 1, 1), torch.tensor([30.0, 95.0]), table)
+    torch.testing.assert_close(both[1:], jpeg(image, torch.tensor([95.0]), table))
 
 
 def test_shapes_range_and_8_bit_quantisation(photos):
@@ -158,7 +159,7 @@ def test_shapes_range_and_8_bit_quantisation(photos):
     assert lq.shape == (6, 3, 32, 32)  # ×4 smaller: the generator's ×4 upsampling is not the degradation's job
     assert lq.min() >= 0 and lq.max() <= 1
     torch.testing.assert_close(lq * 255, (lq * 255).round(), rtol=0, atol=1e-4)
-    assert out["gt"] is batch["gt"]  # no USM in set A
+    assert out["gt"] is batch["gt"] and "gt_usm" not in out  # no USM in set A
     assert generator_input(lq).shape == batch["gt"].shape  # the generator sees the LQ at the HR size
 
 
@@ -203,6 +204,9 @@ def test_clean_samples_are_the_bicubic_degradation(photos):
     degradation = RealESRGANDegradation(no_degradation_prob=1.0)
     batch = make_batch(degradation, photos[:3], range(3))
     assert torch.equal(degradation(batch)["lq"], BicubicDegradation()(batch)["lq"])
+    # With USM the clean LQ is made from the sharpened target, like every other LQ.
+    sharpened = RealESRGANDegradation(no_degradation_prob=1.0, usm={"enabled": True})(batch)
+    assert torch.equal(sharpened["lq"], BicubicDegradation()({"gt": sharpened["gt_usm"]})["lq"])
 
 
 def test_stage_probabilities_are_drawn_per_image():
@@ -223,6 +227,7 @@ def test_usm_sharpens_the_target(photos):
     degradation = RealESRGANDegradation(usm={"enabled": True})
     batch = make_batch(degradation, photos[:2], [0, 1])
     out = degradation(batch)
+    assert torch.equal(out["gt"], batch["gt"])  # the plain target stays; the sharpened one is gt_usm
 
     def high_frequency_energy(x: torch.Tensor) -> float:
         laplacian = (
@@ -230,8 +235,8 @@ def test_usm_sharpens_the_target(photos):
         )
         return float((laplacian**2).mean())
 
-    assert high_frequency_energy(out["gt"]) > 1.2 * high_frequency_energy(batch["gt"])
-    assert out["gt"].min() >= 0 and out["gt"].max() <= 1
+    assert high_frequency_energy(out["gt_usm"]) > 1.2 * high_frequency_energy(batch["gt"])
+    assert out["gt_usm"].min() >= 0 and out["gt_usm"].max() <= 1
     flat = torch.full((1, 3, 64, 64), 0.3)
     torch.testing.assert_close(usm_sharp(flat), flat)  # nothing to sharpen
 
@@ -250,6 +255,10 @@ def test_bad_settings_and_batches_fail_clearly(photos):
         (dict(final={"sinc_prob": -0.1}), "degradation.final.sinc_prob"),
         (dict(usm={"radius": 0}), "degradation.usm.radius"),
         (dict(scale=2.5), "degradation.scale"),
+        (dict(jpeg_table="transposed"),
+         "degradation.jpeg_table='transposed' is not valid; choose one of 'diffjpeg', 'libjpeg'"),
+        (dict(resize_by="factor"),
+         "degradation.resize_by='factor' is not valid; choose one of 'size', 'scale_factor'"),
     ]  # fmt: skip
     for kwargs, message in cases:
         with pytest.raises(ConfigError, match=message):
@@ -264,18 +273,24 @@ def test_configs_hold_the_old_values_in_the_nested_layout(compose, name, old):
     cfg = OmegaConf.to_container(compose([f"degradation={name}"]).degradation, resolve=True)
     expected = {new_key(key): value for key, value in old.items()}
     expected |= {"_target_": "d3sr.data.degradation.RealESRGANDegradation", "stage1.blur_prob": 1.0}
+    expected |= {"jpeg_table": "diffjpeg", "resize_by": "size"}  # the parity keys, added after the flat layout
     assert flat_leaves(cfg) == expected
 
 
 def test_python_defaults_are_set_a_and_config_values_reach_the_object(compose):
     def settings(d: RealESRGANDegradation) -> tuple:
-        return d.scale, d.stage1, d.stage2, d.final, d.kernel_range, d.usm, d.no_degradation_prob
+        return (d.scale, d.stage1, d.stage2, d.final, d.kernel_range, d.usm, d.no_degradation_prob, d.jpeg_table,
+                d.resize_by)  # fmt: skip
 
     assert settings(instantiate(compose(["degradation=realesrgan"]).degradation)) == settings(RealESRGANDegradation())
     stablesr = instantiate(compose(["degradation=stablesr", "degradation.stage2.blur_prob=0.3"]).degradation)
     assert stablesr.usm.enabled and stablesr.no_degradation_prob == 0.01
     assert stablesr.stage2.blur_prob == 0.3 and stablesr.stage2.blur.sigma_range == (0.2, 1.0)
     assert stablesr.stage1.blur.kernel_prob == RealESRGANDegradation().stage1.blur.kernel_prob  # inherited from set A
+    assert stablesr.jpeg_table == "diffjpeg" and stablesr.resize_by == "size"
+    overrides = ["degradation=realesrgan", "degradation.jpeg_table=libjpeg", "degradation.resize_by=scale_factor"]
+    libjpeg = instantiate(compose(overrides).degradation)
+    assert libjpeg.jpeg_table == "libjpeg" and libjpeg.resize_by == "scale_factor"
 
 
 def test_configs_build_and_the_data_module_degrades_per_image(compose):

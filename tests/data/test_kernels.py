@@ -125,16 +125,28 @@ def test_sampler_draws_normalised_21x21_kernels_deterministically():
 def test_shape_exponents_are_drawn_two_sided_like_basicsr():
     """β ~ U(β_min, 1) or U(1, β_max) with probability ½ each, for the plateau as for the generalized Gaussian.
 
-    With betap_range [1, 2] the plateau kernel is the β = 1 plateau half the time (σ fixed, so β alone shapes it).
+    BasicSR's random_bivariate_plateau (like random_bivariate_generalized_Gaussian): `if np.random.uniform() < 0.5:
+    beta = np.random.uniform(beta_range[0], 1) else: beta = np.random.uniform(1, beta_range[1])`. With betap_range
+    [1, 2] the first branch is U(1, 1), the point β = 1, and the second hits 1 with probability 0, so
+    P(β = 1) = ½ exactly; E[β] = ½·1 + ½·1.5 = 1.25, P(β ≤ b) = ½ + ½(b − 1) on [1, 2]. A one-sided U(1, 2) draw
+    would give P(β = 1) = 0 and E[β] = 1.5.
     """
+    rng = np.random.default_rng(0)
+    betas = np.array([K.two_sided_beta(rng, (1.0, 2.0)) for _ in range(4000)])
+    assert 1874 <= (betas == 1.0).sum() <= 2126  # Binomial(4000, ½): mean 2000, s.d. 31.6; ±4 s.d.
+    assert betas.mean() == pytest.approx(1.25, abs=0.02)  # s.d. of the mean: √(5/3 − 1.25²)/√4000 = 0.005
+    assert (betas <= 1.5).mean() == pytest.approx(0.75, abs=0.03)
+    assert betas.min() == 1.0 and betas.max() <= 2.0
+    # betag_range [0.5, 4]: P(β < 1) = ½, E[β] = ½·0.75 + ½·2.5 = 1.625.
+    betas = np.array([K.two_sided_beta(rng, (0.5, 4.0)) for _ in range(4000)])
+    assert (betas < 1).mean() == pytest.approx(0.5, abs=0.04) and betas.min() >= 0.5 and betas.max() <= 4
+    assert betas.mean() == pytest.approx(1.625, abs=0.07)  # s.d. of the mean: √(1.15/4000) = 0.017
+    # Through the sampler: with σ fixed, β alone shapes the kernel, so half the plateau kernels are the β = 1 one.
     beta_one = K.plateau_kernel(11, 1.5, beta=1.0)
     draws = [K.random_mixed_kernel(np.random.default_rng(seed), 11, ["plateau_iso"], [1.0], (1.5, 1.5), (0.5, 4),
                                    (1, 2)) for seed in range(400)]  # fmt: skip
     at_one = sum(np.allclose(kernel, beta_one, rtol=1e-12, atol=0) for kernel in draws)
     assert 160 <= at_one <= 240  # Binomial(400, ½): mean 200, s.d. 10
-    rng = np.random.default_rng(0)
-    betas = np.array([K.two_sided_beta(rng, (0.5, 4.0)) for _ in range(2000)])
-    assert (betas < 1).mean() == pytest.approx(0.5, abs=0.05) and betas.min() >= 0.5 and betas.max() <= 4
 
 
 def test_sampler_rejects_unknown_kernel_types():

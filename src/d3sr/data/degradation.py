@@ -5,8 +5,9 @@ Every degradation has the same two halves:
   sample's own `numpy.random.Generator` (kernels, scales, noise seeds, ...). Collated into the batch.
 - `__call__(batch) -> batch`: batched, no-grad, on the device (`SRDataModule.on_after_batch_transfer`); reads
   `gt` (B, 3, H, W) in [0, 1] and the sampled parameters, adds `lq` (B, 3, H/scale, W/scale) in [0, 1], 8-bit
-  quantised, drops the sampled parameters, and may replace `gt` (USM sharpening). The generator's input is made from
-  this small `lq` by `d3sr.images.generator_input`, the one owner of that contract.
+  quantised, and drops the sampled parameters; with USM it also adds `gt_usm`, the sharpened target (`gt` itself is
+  never changed). The generator's input is made from this small `lq` by `d3sr.images.generator_input`, the one
+  owner of that contract.
 Determinism comes from the sampled parameters alone: no global RNG is used on the device side.
 """
 
@@ -69,6 +70,7 @@ class BicubicDegradation:
 # Real-ESRGAN second-order degradation.
 
 DEGRADATION_RESIZE_MODES = ("area", "bilinear", "bicubic")  # Real-ESRGAN draws each resize mode from these
+RESIZE_BY = ("size", "scale_factor")  # how the stage-1 random resize samples: `interpolate` / `resize_by_scale_factor`
 STAGE_KEYS = ("blur", "resize_scale", "resize_mode", "gaussian_noise", "noise_sigma", "poisson_scale", "gray_noise",
               "jpeg_quality")  # fmt: skip
 PARAM_KEYS = (
@@ -105,6 +107,22 @@ def interpolate(image: torch.Tensor, size: tuple[int, int], mode: str) -> torch.
     return F.interpolate(image, size=size, mode=mode, **kwargs)
 
 
+def resize_by_scale_factor(image: torch.Tensor, scale: float, mode: str) -> torch.Tensor:
+    """BasicSR's stage-1 resize, `F.interpolate(image, scale_factor=scale, mode=mode)`, without antialiasing.
+
+    The output is ⌊H·s⌋ × ⌊W·s⌋ (as `interpolate` to (H·s, W·s) gives), but bilinear/bicubic output pixel i samples the
+    source at (i + ½)/s − ½, the grid of s itself, not (i + ½)·H/⌊H·s⌋ − ½: the last (H·s − ⌊H·s⌋)/s source pixels are
+    dropped and the rest is later stretched to the LQ size, up to 1/s HR pixels of LQ/GT misalignment at the far edge.
+    Area resizing averages over the whole image either way.
+    """
+    check_choice("degradation resize mode", mode, DEGRADATION_RESIZE_MODES)
+    height, width = image.shape[-2:]
+    if math.floor(height * scale) < 1 or math.floor(width * scale) < 1:
+        raise ValueError(f"resizing a {height}×{width} image by scale_factor={scale} leaves no pixels")
+    kwargs = {"align_corners": False} if mode in ("bilinear", "bicubic") else {}
+    return F.interpolate(image, scale_factor=float(scale), mode=mode, **kwargs)
+
+
 def gaussian_noise(image: torch.Tensor, sigma: float, gray: bool, generator: torch.Generator) -> torch.Tensor:
     """Additive Gaussian noise N(0, σ²) for (1, C, H, W) in [0, 1]; `gray`: one noise map shared by all channels."""
     _, channels, height, width = image.shape
@@ -125,16 +143,22 @@ def poisson_noise(image: torch.Tensor, scale: float, gray: bool, generator: torc
     return (torch.poisson(image * levels, generator=generator) / levels - image) * scale
 
 
-# JPEG: the IJG (libjpeg) standard quantisation tables, row = vertical frequency.
+# JPEG: the IJG (libjpeg) standard quantisation tables in libjpeg's natural order, row = vertical frequency.
 JPEG_LUMA_TABLE = (
     (16, 11, 10, 16, 24, 40, 51, 61), (12, 12, 14, 19, 26, 58, 60, 55), (14, 13, 16, 24, 40, 57, 69, 56),
     (14, 17, 22, 29, 51, 87, 80, 62), (18, 22, 37, 56, 68, 109, 103, 77), (24, 35, 55, 64, 81, 104, 113, 92),
     (49, 64, 78, 87, 103, 121, 120, 101), (72, 92, 95, 98, 112, 100, 103, 99),
 )  # fmt: skip
-JPEG_CHROMA_TABLE = (
+JPEG_CHROMA_TABLE = (  # symmetric: both orientations below share it
     (17, 18, 24, 47, 99, 99, 99, 99), (18, 21, 26, 66, 99, 99, 99, 99), (24, 26, 56, 99, 99, 99, 99, 99),
     (47, 66, 99, 99, 99, 99, 99, 99), *((99,) * 8 for _ in range(4)),
 )  # fmt: skip
+# The luma table per orientation (`jpeg_table`). BasicSR's DiffJPEG, which Real-ESRGAN trains with, defines
+# `y_table = np.array(<the IJG table>).T` and divides the coefficient [vertical u, horizontal v] by y_table[u, v]: the
+# IJG table transposed (its chroma table is transposed too, a no-op). libjpeg (PIL, OpenCV) uses the table as written.
+# Measured against PIL-encoded JPEGs (4 skimage photos, qualities 30/50/75/95, PSNR of our decode vs PIL's decode):
+# libjpeg 39.8/42.7/41.9/41.8 dB, diffjpeg 35.3/36.6/37.6/40.9 dB (docs/degradations.md, "Parity with Real-ESRGAN").
+JPEG_LUMA_TABLES = {"diffjpeg": tuple(zip(*JPEG_LUMA_TABLE)), "libjpeg": JPEG_LUMA_TABLE}
 RGB_TO_YCBCR = ((0.299, 0.587, 0.114), (-0.168736, -0.331264, 0.5), (0.5, -0.418688, -0.081312))  # JFIF
 YCBCR_TO_RGB = ((1.0, 0.0, 1.402), (1.0, -0.344136, -0.714136), (1.0, 1.772, 0.0))
 
@@ -167,18 +191,20 @@ def _jpeg_plane(plane: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     return _transform_blocks(coefficients, dct.T).transpose(2, 3).reshape(n, height, width)
 
 
-def jpeg(image: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
+def jpeg(image: torch.Tensor, quality: torch.Tensor, table: str = "diffjpeg") -> torch.Tensor:
     """JPEG compression round trip of (B, 3, H, W) in [0, 1] with per-image quality (B,) in [1, 100].
 
     Baseline JPEG without entropy coding, like Real-ESRGAN's DiffJPEG (differentiable=False): JFIF YCbCr, 4:2:0
     chroma by 2×2 averaging, 8×8 DCT, rounding to the IJG tables scaled by `jpeg_quality_factor`, nearest chroma
-    up-sampling; zero-padded to multiples of 16 and cropped back. Within ~1 dB of libjpeg's PSNR at equal quality.
+    up-sampling; zero-padded to multiples of 16 and cropped back. `table`: the luma table's orientation,
+    'diffjpeg' (transposed, as Real-ESRGAN trains) or 'libjpeg' (as real JPEG files; see `JPEG_LUMA_TABLES`).
     """
+    luma_table = JPEG_LUMA_TABLES[check_choice("jpeg table", table, JPEG_LUMA_TABLES)]
     batch, _, height, width = image.shape
     factor = jpeg_quality_factor(quality.to(image.device, image.dtype).reshape(batch))[:, None, None]
     x = F.pad(image.clamp(0, 1) * 255, (0, -width % 16, 0, -height % 16))
     ycc = torch.einsum("ij,bjhw->bihw", x.new_tensor(RGB_TO_YCBCR), x)
-    luma = _jpeg_plane(ycc[:, 0] - 128, x.new_tensor(JPEG_LUMA_TABLE) * factor)
+    luma = _jpeg_plane(ycc[:, 0] - 128, x.new_tensor(luma_table) * factor)
     chroma = F.avg_pool2d(ycc[:, 1:], 2)
     chroma_table = (x.new_tensor(JPEG_CHROMA_TABLE) * factor).repeat_interleave(2, dim=0)
     chroma = _jpeg_plane(chroma.reshape(batch * 2, *chroma.shape[-2:]), chroma_table).reshape(chroma.shape)
@@ -309,7 +335,7 @@ class FinalSettings:
 
 @dataclass
 class UsmSettings:
-    """Unsharp masking of the target (`usm_sharp`), which is then degraded too, as Real-ESRGAN does."""
+    """Unsharp masking of the target (`usm_sharp`) into `gt_usm`, which is degraded instead of `gt` (Real-ESRGAN)."""
 
     enabled: bool
     weight: float
@@ -378,6 +404,11 @@ class RealESRGANDegradation:
 
     Settings: `stage1`, `stage2` (StageSettings), `final` (FinalSettings) and `usm` (UsmSettings) default to set A;
     a mapping (a config node or a dict) changes only the keys it names, e.g. `stage2={"blur_prob": 0.5}`.
+    `jpeg_table`: the JPEG luma table orientation, 'diffjpeg' (Real-ESRGAN's DiffJPEG, the default) or 'libjpeg'.
+    `resize_by`: the stage-1 random resize, 'size' (to ⌊H·s⌋ × ⌊W·s⌋ by `interpolate`, the default: the sampling grid
+    spans the whole image, so the LQ stays aligned with the GT) or 'scale_factor' (Real-ESRGAN's
+    `F.interpolate(scale_factor=s)`, `resize_by_scale_factor`). Both give the same size; stage 2 resizes to
+    ⌊H/scale·s⌋ × ⌊W/scale·s⌋ by size either way, as Real-ESRGAN does.
 
     Per-image determinism: `sample(rng)` draws every random choice of one image on the CPU, noise included (as an
     integer seed for a `torch.Generator`), so an image gets the same degradation whatever the batch size, order or
@@ -387,7 +418,8 @@ class RealESRGANDegradation:
     reproducible on one device type; CPU and CUDA draw different noise from the same seed.
 
     Images: `gt` (B, 3, H, W) in [0, 1] with H, W divisible by `scale`; `lq` (B, 3, H/scale, W/scale) in [0, 1],
-    8-bit quantised.
+    8-bit quantised. With `usm.enabled` (Real-ESRGAN): `gt_usm` = usm_sharp(gt) is added and `lq` is made from it;
+    `gt` is passed through unchanged (Real-ESRGAN's L1/perceptual target is `gt_usm`, its GAN's real image `gt`).
     """
 
     def __init__(
@@ -399,6 +431,8 @@ class RealESRGANDegradation:
         kernel_range: Sequence[int] = (7, 21),
         usm: UsmSettings | Mapping[str, Any] | None = None,
         no_degradation_prob: float = 0.0,
+        jpeg_table: str = "diffjpeg",
+        resize_by: str = "size",
     ) -> None:
         self.scale = check_scale(scale)
         self.stage1 = merge_settings(SET_A_STAGE1, stage1, "degradation.stage1")
@@ -408,6 +442,8 @@ class RealESRGANDegradation:
         self.kernel_range = tuple(int(k) for k in kernel_range)
         self.usm = merge_settings(USM_OFF, usm, "degradation.usm")
         self.no_degradation_prob = _probability("degradation.no_degradation_prob", no_degradation_prob)
+        self.jpeg_table = check_choice("degradation.jpeg_table", jpeg_table, JPEG_LUMA_TABLES)
+        self.resize_by = check_choice("degradation.resize_by", resize_by, RESIZE_BY)
 
     # CPU side -------------------------------------------------------------------------------------------------------
 
@@ -447,13 +483,16 @@ class RealESRGANDegradation:
 
     # Device side ----------------------------------------------------------------------------------------------------
 
-    @staticmethod
-    def _stage(image: torch.Tensor, p: dict, stage: int, size: tuple[int, int], generator: torch.Generator):
-        """Resize to `size` × the stage's scale with its mode, then Gaussian or Poisson noise, clamped to [0, 1]."""
-        scale = p[f"resize_scale{stage}"]
-        image = interpolate(
-            image, (size[0] * scale, size[1] * scale), DEGRADATION_RESIZE_MODES[p[f"resize_mode{stage}"]]
-        )
+    def _stage(self, image: torch.Tensor, p: dict, stage: int, size: tuple[int, int], generator: torch.Generator):
+        """Resize to `size` × the stage's scale with its mode, then Gaussian or Poisson noise, clamped to [0, 1].
+
+        Stage 1 with resize_by='scale_factor' resizes by the scale itself, as Real-ESRGAN does (same output size).
+        """
+        scale, mode = p[f"resize_scale{stage}"], DEGRADATION_RESIZE_MODES[p[f"resize_mode{stage}"]]
+        if stage == 1 and self.resize_by == "scale_factor":
+            image = resize_by_scale_factor(image, scale, mode)
+        else:
+            image = interpolate(image, (size[0] * scale, size[1] * scale), mode)
         if p[f"gaussian_noise{stage}"]:
             noise = gaussian_noise(image, p[f"noise_sigma{stage}"], p[f"gray_noise{stage}"], generator)
         else:
@@ -461,7 +500,7 @@ class RealESRGANDegradation:
         return (image + noise).clamp(0, 1)
 
     def _degrade(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(LQ (B, 3, H/scale, W/scale), target (B, 3, H, W), USM-sharpened if configured)."""
+        """(LQ (B, 3, H/scale, W/scale), the image it is made from (B, 3, H, W): `gt`, USM-sharpened if configured)."""
         missing = [key for key in PARAM_KEYS if key not in batch]
         if missing:
             raise ValueError(
@@ -477,46 +516,46 @@ class RealESRGANDegradation:
         params = [{key: columns[key][i] for key in scalars} for i in range(gt.shape[0])]
         support2 = (batch["kernel2"].abs().sum(dim=-1) > 0).sum(dim=-1).tolist()
 
-        # 1. Sharpen the target (Real-ESRGAN degrades the sharpened image too).
-        if self.usm.enabled:
-            gt = usm_sharp(gt, self.usm.weight, self.usm.radius, self.usm.threshold)
+        # 1. Sharpen the target (Real-ESRGAN degrades the sharpened image: `filter2D(self.gt_usm, self.kernel1)`).
+        source = usm_sharp(gt, self.usm.weight, self.usm.radius, self.usm.threshold) if self.usm.enabled else gt
         # 2. Stage 1 blur, batched (every image has the HR size); images drawn without it keep the target.
-        blurred = torch.where(batch["blur1"].reshape(-1, 1, 1, 1), filter2d(gt, batch["kernel1"]), gt)
+        blurred = torch.where(batch["blur1"].reshape(-1, 1, 1, 1), filter2d(source, batch["kernel1"]), source)
         small = []
         for i, p in enumerate(params):
             if p["no_degradation"]:
-                small.append(gt.new_zeros(1, 3, *final_size))  # replaced below
+                small.append(source.new_zeros(1, 3, *final_size))  # replaced below
                 continue
-            generator = torch.Generator(device=gt.device).manual_seed(p["noise_seed"])
+            generator = torch.Generator(device=source.device).manual_seed(p["noise_seed"])
             # Stage 1: resize, noise, JPEG.
             x = self._stage(blurred[i : i + 1], p, 1, (height, width), generator)
-            x = jpeg(x, batch["jpeg_quality1"][i : i + 1])
+            x = jpeg(x, batch["jpeg_quality1"][i : i + 1], self.jpeg_table)
             # Stage 2: blur (with probability), resize relative to the final size, noise.
             if p["blur2"]:
                 x = filter2d(x, crop_kernel(batch["kernel2"][i : i + 1], support2[i]))
             x = self._stage(x, p, 2, final_size, generator)
             # Final stage, JPEG-first order: JPEG before the resize to H/scale (the sinc filter follows, batched).
             if not p["final_resize_first"]:
-                x = jpeg(x, batch["jpeg_quality2"][i : i + 1])
+                x = jpeg(x, batch["jpeg_quality2"][i : i + 1], self.jpeg_table)
             small.append(interpolate(x, final_size, DEGRADATION_RESIZE_MODES[p["final_resize_mode"]]))
         # 3. Final sinc filter, batched (identity pulse where it is not applied).
         lq = filter2d(torch.cat(small), batch["sinc_kernel"])
         # Final stage, resize-first order: JPEG last.
-        lq = torch.cat([jpeg(lq[i : i + 1], batch["jpeg_quality2"][i : i + 1])
+        lq = torch.cat([jpeg(lq[i : i + 1], batch["jpeg_quality2"][i : i + 1], self.jpeg_table)
                         if p["final_resize_first"] and not p["no_degradation"] else lq[i : i + 1]
                         for i, p in enumerate(params)])  # fmt: skip
-        # 4. Clean samples (no_degradation_prob): the plain bicubic ×scale down-sampling of the target.
+        # 4. Clean samples (no_degradation_prob): the plain bicubic ×scale down-sampling of the (sharpened) target.
         clean = [i for i, p in enumerate(params) if p["no_degradation"]]
         if clean:
-            lq[clean] = downscale(gt[clean], self.scale)
-        return quantize(lq), gt
+            lq[clean] = downscale(source[clean], self.scale)
+        return quantize(lq), source
 
     @torch.no_grad()
     def __call__(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """`batch` with `lq` (B, 3, H/scale, W/scale) added, `gt` USM-sharpened if configured, the sampled
-        parameters dropped."""
-        lq, gt = self._degrade(batch)
-        batch = {key: value for key, value in batch.items() if key not in PARAM_KEYS}
-        batch["gt"] = gt if self.usm.enabled else batch["gt"]
-        batch["lq"] = lq
-        return batch
+        """`batch` with `lq` (B, 3, H/scale, W/scale) added, the sampled parameters dropped, `gt` unchanged; with
+        `usm.enabled` also `gt_usm` (B, 3, H, W) in [0, 1], the sharpened `gt` that `lq` is made from."""
+        lq, source = self._degrade(batch)
+        out = {key: value for key, value in batch.items() if key not in PARAM_KEYS}
+        if self.usm.enabled:
+            out["gt_usm"] = source.to(batch["gt"].dtype)
+        out["lq"] = lq
+        return out

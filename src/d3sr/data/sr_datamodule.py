@@ -2,7 +2,8 @@
 
 Dataset workers do the cheap per-image work (decode, crop, flip, draw degradation parameters);
 `on_after_batch_transfer` runs the batched degradation on the device under no-grad, so a GPU never waits on the
-workers for the heavy part. Batches hold `gt` and `lq` (B, 3, H, W) in [0, 1] and `index`.
+workers for the heavy part. Batches hold `gt` (B, 3, H, W) and `lq` (B, 3, H/scale, W/scale) in [0, 1] and `index`;
+with USM (`degradation.usm.enabled`) also `gt_usm`, the sharpened `gt` that `lq` is made from.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ class EpochIndexed(Dataset):
 
 
 class SRDataModule(L.LightningDataModule):
-    """Train/val HQ sources + a degradation → batches {'gt', 'lq', 'index'} on the device.
+    """Train/val HQ sources + a degradation → batches {'gt', 'lq', 'index'} (+ 'gt_usm' with USM) on the device.
 
     train, val: HQ sources (ImageFiles, EmbeddedPhotos, ...) returning (3, H, W) in [0, 1]; val may be None.
     degradation: an object with `sample(rng)` (CPU, per image) and `__call__(batch)` (device, batched).
