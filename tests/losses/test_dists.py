@@ -7,13 +7,14 @@ import torch
 from torchvision.models import vgg16
 
 from d3sr.errors import D3SRError
-from d3sr.losses.dists import DISTS, VGG16_FILE, default_vgg16_path
+from d3sr.losses.backbones import VGG16_FILE, default_weights_path
+from d3sr.losses.dists import DISTS
 
 
 @pytest.fixture(scope="module")
 def vgg_file(_private_torch_home):
     """A random VGG16 state dict saved where torchvision's hub cache keeps the ImageNet file."""
-    path = default_vgg16_path()
+    path = default_weights_path("vgg16")
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(123)
     torch.save(vgg16(weights=None).state_dict(), path)

@@ -8,24 +8,17 @@ identical images. The network is frozen (eval, no grad for its weights) but grad
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.models.vgg import cfgs, make_layers
 
 from d3sr.errors import D3SRError
+from d3sr.losses.backbones import imagenet_features
 
-VGG16_FILE = "vgg16-397923af.pth"  # torchvision's ImageNet VGG16 weights (IMAGENET1K_V1)
 CHANNELS = (3, 64, 128, 256, 512, 512)
-
-
-def default_vgg16_path() -> Path:
-    """Where torchvision caches the VGG16 weights: $TORCH_HOME/hub/checkpoints/vgg16-397923af.pth."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / VGG16_FILE
 
 
 def dists_alpha_beta() -> dict[str, torch.Tensor]:
@@ -61,11 +54,8 @@ class DISTS(nn.Module):
 
     def __init__(self, pretrained_backbone: bool = True, backbone_weights: str | None = None, seed: int = 0) -> None:
         super().__init__()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            features = make_layers(cfgs["D"])  # VGG16's convolutional part, torchvision's layer indices
-        if pretrained_backbone:
-            features.load_state_dict(self._vgg16_features_state(backbone_weights))
+        # VGG16's convolutional part, torchvision's layer indices.
+        features = imagenet_features("vgg16", pretrained_backbone, backbone_weights, seed, owner="DISTS")
         # Stages end at relu1_2, relu2_2, relu3_3, relu4_3, relu5_3; max pools (4, 9, 16, 23) become L2 pools.
         bounds, pools = (0, 4, 9, 16, 23, 30), (None, 64, 128, 256, 512)
         self.stages = nn.ModuleList()
@@ -79,20 +69,6 @@ class DISTS(nn.Module):
         self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), persistent=False)
         self.requires_grad_(False).eval()
-
-    @staticmethod
-    def _vgg16_features_state(path: str | None) -> dict[str, torch.Tensor]:
-        file = Path(os.path.expanduser(path)) if path else default_vgg16_path()
-        if not file.is_file():
-            raise D3SRError(
-                f"ImageNet VGG16 weights for DISTS not found at {file}.\n"
-                f"Fix: copy torchvision's {VGG16_FILE} (download it on a connected machine with "
-                "`python -c \"import torchvision; torchvision.models.vgg16(weights='IMAGENET1K_V1')\"`) to that path, "
-                "set D3SR_VGG16=/path/to/vgg16.pth, or use loss.perceptual.dists.pretrained_backbone=false (random "
-                "backbone: for smoke tests only)."
-            )
-        state = torch.load(file, map_location="cpu", weights_only=True)
-        return {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
 
     def train(self, mode: bool = True) -> DISTS:
         """Always eval: the loss network never changes behaviour."""

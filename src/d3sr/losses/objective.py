@@ -1,4 +1,7 @@
-"""The generator's objective (D³SR eq. 7): MSE + λ2·EA-DISTS + λ1·L_adv (the module computes L_adv)."""
+"""The generator's objective (D³SR eq. 7): MSE + λ2·EA-DISTS + λ1·L_adv (the module computes L_adv).
+
+The Table 4a ablations swap the perceptual term (none, DISTS, LPIPS, EA-LPIPS) and keep the rest.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +16,10 @@ class D3SRLoss(nn.Module):
     """Loss weights and the perceptual network. `reconstruction(sr, gt)` takes images in [-1, 1].
 
     L_gen = lambda_mse·MSE(x̂_H, x_H) + lambda_ea_dists·EA-DISTS(x̂_H, x_H) + lambda_adv·L_G  (D³SR eq. 7).
-    MSE is taken in the VAE's [-1, 1] range (as OSEDiff); EA-DISTS on [0, 1] images. With lambda_ea_dists = 0 the
-    perceptual network is not run (the "MSE only" ablation).
+    MSE is taken in the VAE's [-1, 1] range (as OSEDiff); the perceptual term on [0, 1] images. `lambda_ea_dists` is
+    λ2, the weight of the perceptual term whatever the network (EA-DISTS, DISTS, LPIPS, EA-LPIPS): the key, and the
+    term's name 'ea_dists' (logged as train/g/ea_dists), keep the paper's name so one sweep key serves every loss.
+    With lambda_ea_dists = 0 the perceptual network is not run (the "MSE only" ablation).
     """
 
     def __init__(
@@ -37,7 +42,7 @@ class D3SRLoss(nn.Module):
             # none (e.g. `experiment=demo loss=mse_only`): there is no perceptual network.
             perceptual = None
         if lambda_ea_dists > 0 and perceptual is None:
-            raise ValueError("loss.lambda_ea_dists > 0 needs loss.perceptual (e.g. EADISTS)")
+            raise ValueError("loss.lambda_ea_dists > 0 needs loss.perceptual (e.g. EADISTS or EdgeAware(LPIPS))")
         self.perceptual = perceptual
         self.lambda_mse, self.lambda_ea_dists, self.lambda_adv = (
             float(lambda_mse),
@@ -46,7 +51,7 @@ class D3SRLoss(nn.Module):
         )
 
     def reconstruction(self, sr: torch.Tensor, gt: torch.Tensor) -> dict[str, torch.Tensor]:
-        """{'mse', 'ea_dists'} (scalars) for SR and GT in [-1, 1]."""
+        """{'mse', 'ea_dists'} (scalars; 'ea_dists' is the perceptual term, any network) for SR and GT in [-1, 1]."""
         terms = {"mse": F.mse_loss(sr.float(), gt.float())}
         if self.lambda_ea_dists > 0:
             terms["ea_dists"] = self.perceptual((sr.float() + 1) / 2, (gt.float() + 1) / 2).mean()
