@@ -1,7 +1,8 @@
 """The layering of src/d3sr, read from the import statements (the table in the README's "Layout" section).
 
-Ground floor (images, errors, options, psnr_ssim, resolvers, atomic_files) → losses/, data/, models/, callbacks/ →
-inference/ → evaluation/ → entry points. Arrows point down only; entry points are leaves that nothing imports.
+Ground floor (images, errors, options, psnr_ssim, resolvers, atomic_files, commands, run_results) → losses/, data/,
+models/, callbacks/ → inference/ → evaluation/ → entry points. Arrows point down only; entry points are leaves that
+nothing imports.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ ENTRY_POINTS = {
     "complexity",
     "held_out",
     "app",
+    "sweep_report",
 }
-GROUND = {"images", "errors", "options", "psnr_ssim", "resolvers", "atomic_files", "commands"}
+GROUND = {"images", "errors", "options", "psnr_ssim", "resolvers", "atomic_files", "commands", "run_results"}
 # What each part may import from d3sr (besides itself); the ground floor may import only the ground floor.
 ALLOWED = {
     "ground": GROUND,

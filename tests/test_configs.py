@@ -26,7 +26,8 @@ def options(group: str) -> list[str]:
 
 def tiny_backbone(node) -> dict:
     """The tiny preset of the same kind as a backbone node (random weights, no files)."""
-    return {"_target_": "d3sr.models.loading.tiny", "kind": node.get("kind", "sd"), "with_vae": node.with_vae}
+    kind = node.get("kind", "sdxl" if node.get("name") == "sdxl" else "sd")
+    return {"_target_": "d3sr.models.loading.tiny", "kind": kind, "with_vae": node.get("with_vae", False)}
 
 
 def test_config_groups_are_all_covered():
@@ -41,8 +42,12 @@ def test_config_groups_are_all_covered():
 def test_every_network_option_builds(compose, part):
     for option in options(f"model/{part}"):
         cfg = compose([*BASE, f"model/{part}={option}"])
+        if cfg.model[part] is None:  # model/discriminator=none: no network, and no D step
+            assert (part, option, cfg.model.d_steps_per_g_step) == ("discriminator", "none", 0)
+            continue
         node = OmegaConf.to_container(cfg.model[part], resolve=True)
-        if node["backbone"]["_target_"].endswith(".pretrained"):
+        # Full-size backbones (published weights, or full-size random ones) are swapped for the tiny preset.
+        if "backbone" in node and node["backbone"]["_target_"].endswith((".pretrained", ".random_weights")):
             node["backbone"] = tiny_backbone(cfg.model[part].backbone)
         network = instantiate(node)
         assert any(p.requires_grad for p in network.parameters()), option

@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 from d3sr.commands import hydra_command
 from d3sr.errors import ConfigError, D3SRError
 from d3sr.models import D3SRModule
+from d3sr.run_results import write_run_result
 
 log = logging.getLogger("d3sr.train")
 
@@ -62,6 +63,14 @@ def _configured_objects(cfg: DictConfig, group: str) -> list[DictConfig]:
     return objects
 
 
+def _describe(node: DictConfig | None) -> str:
+    """A network's config in a word: its backbone's builder (pretrained, tiny, ...), its class, or 'no'."""
+    if node is None:
+        return "no"
+    target = node.backbone._target_ if "backbone" in node else node._target_
+    return target.split(".")[-1]
+
+
 def train(cfg: DictConfig) -> dict:
     """Train (or resume) as configured; returns final metrics and where the outputs are."""
     if cfg.iterations < 1:
@@ -72,8 +81,8 @@ def train(cfg: DictConfig) -> dict:
     if cfg.get("matmul_precision"):
         torch.set_float32_matmul_precision(cfg.matmul_precision)
 
-    kinds = [cfg.model[part].backbone._target_.split(".")[-1] for part in ("generator", "discriminator")]
-    log.info("Building the model (%s generator, %s discriminator)", *kinds)
+    log.info("Building the model (%s generator, %s discriminator)", _describe(cfg.model.generator),
+             _describe(cfg.model.discriminator))  # fmt: skip
     module = D3SRModule.from_config(cfg)
     datamodule = instantiate(cfg.data)
     check_optimized_metric(cfg, module, datamodule.val_set is not None)
@@ -98,8 +107,17 @@ def train(cfg: DictConfig) -> dict:
 
 
 def train_for_sweeper(cfg: DictConfig) -> float | None:
-    """Train, then return the value of cfg.optimized_metric (what a Hydra sweeper minimises or maximises)."""
-    result = train(cfg)
+    """Train, then return the value of cfg.optimized_metric (what a Hydra sweeper minimises or maximises).
+
+    Either way the run leaves output_dir/result.json (d3sr.run_results), which `python -m d3sr.sweep_report` reads:
+    the metrics and checkpoint of a finished run, or the error of a failed one.
+    """
+    try:
+        result = train(cfg)
+    except Exception as error:
+        write_run_result(cfg.paths.output_dir, {"status": "failed", "error": f"{type(error).__name__}: {error}"})
+        raise
+    write_run_result(cfg.paths.output_dir, {"status": "completed", **result})
     name = cfg.get("optimized_metric")
     return result["metrics"].get(name) if name else None
 

@@ -1,10 +1,12 @@
-"""D3SRModule: the generator and the diffusion discriminator trained adversarially with manual optimization.
+"""D3SRModule: the generator and a discriminator trained adversarially with manual optimization.
 
 Per batch (BasicSR-style): the data module has already degraded the batch on the device; then one generator
 step, then `d_steps_per_g_step` discriminator steps on the same batch. Images: `gt` (B, 3, H, W) and the small `lq`
-(B, 3, H/4, W/4) arrive in [0, 1]; `d3sr.images.generator_input` makes the generator's input (bicubic ×4, [-1, 1]),
-the same function inference calls. Gradient accumulation and clipping are done by hand (Lightning refuses them under
-manual optimization). Checkpoints hold only the trainable state and the fixed embeddings (see `on_save_checkpoint`).
+(B, 3, H/4, W/4) arrive in [0, 1], with `gt_usm` (the USM-sharpened target) when the degradation sharpens: as
+Real-ESRGAN, MSE and the perceptual term aim at `gt_usm` and the discriminator's real images are the plain `gt`.
+`d3sr.images.generator_input` makes the generator's input (bicubic ×4, [-1, 1]), the same function inference calls.
+Gradient accumulation and clipping are done by hand (Lightning refuses them under manual optimization).
+Checkpoints hold only the trainable state and the fixed embeddings (see `on_save_checkpoint`).
 """
 
 from __future__ import annotations
@@ -37,7 +39,12 @@ EMBEDDING_BUFFERS = ("generator.prompt_embeds", "discriminator.prompt_embeds", "
 class D3SRModule(L.LightningModule):
     """Both networks, the losses, the G/D alternation and logging.
 
+    discriminator: a latent one (DiffusionDiscriminator: sees ẑ_H and E(x_H)), a pixel one (PixelDiscriminator: sees
+    x̂_H and x_H), or None: no adversarial term and no D optimizer (`d_steps_per_g_step` must then be 0).
+
     optimizer_g / optimizer_d: partial optimizers (Hydra `_partial_: true`) completed with the trainable parameters.
+    lr_scheduler: None (constant learning rates, the paper's) or a partial torch LR scheduler, built once per
+    optimizer and stepped once per iteration (e.g. CosineAnnealingLR with T_max = iterations).
     accumulate_grad_batches: micro-batches per optimizer step (by hand, with no DDP gradient sync in between).
     frozen_dtype: dtype of the frozen base weights ('float32' or 'bf16' with trainer.precision=bf16-mixed).
     """
@@ -45,7 +52,7 @@ class D3SRModule(L.LightningModule):
     def __init__(
         self,
         generator: OneStepGenerator,
-        discriminator: DiffusionDiscriminator,
+        discriminator: nn.Module | None,
         loss: D3SRLoss,
         optimizer_g: Callable[..., torch.optim.Optimizer],
         optimizer_d: Callable[..., torch.optim.Optimizer],
@@ -53,9 +60,15 @@ class D3SRModule(L.LightningModule):
         grad_clip: float | None = 1.0,
         accumulate_grad_batches: int = 1,
         frozen_dtype: str = "float32",
+        lr_scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
     ) -> None:
         super().__init__()
-        if d_steps_per_g_step < 1:
+        if discriminator is None and d_steps_per_g_step != 0:
+            raise ConfigError(
+                f"model.discriminator is null, so model.d_steps_per_g_step must be 0, got {d_steps_per_g_step} "
+                "(select model/discriminator=none, which sets both)"
+            )
+        if discriminator is not None and d_steps_per_g_step < 1:
             raise ConfigError(f"model.d_steps_per_g_step must be >= 1, got {d_steps_per_g_step}")
         if accumulate_grad_batches < 1:
             raise ConfigError(f"model.accumulate_grad_batches must be >= 1, got {accumulate_grad_batches}")
@@ -66,14 +79,15 @@ class D3SRModule(L.LightningModule):
         self.automatic_optimization = False
         self.strict_loading = False  # checkpoints hold the trainable state only; frozen weights come from the base
         self.generator, self.discriminator, self.loss = generator, discriminator, loss
-        self.optimizer_g, self.optimizer_d = optimizer_g, optimizer_d
+        self.optimizer_g, self.optimizer_d, self.lr_scheduler = optimizer_g, optimizer_d, lr_scheduler
         self.d_steps_per_g_step, self.grad_clip = int(d_steps_per_g_step), grad_clip
         self.accumulate_grad_batches = int(accumulate_grad_batches)
         self.frozen_dtype = parse_dtype(frozen_dtype, "model.frozen_dtype")
         self.config: dict | None = None  # the resolved run config (from_config), stored in checkpoints
         if self.frozen_dtype != torch.float32:
             cast_frozen(self.generator, self.frozen_dtype)
-            cast_frozen(self.discriminator.unet, self.frozen_dtype)
+            if isinstance(discriminator, DiffusionDiscriminator):
+                cast_frozen(self.discriminator.unet, self.frozen_dtype)
         named_buffers = dict(self.named_buffers())
         self.checkpoint_keys = sorted(
             [name for name, p in self.named_parameters() if p.requires_grad]
@@ -126,10 +140,20 @@ class D3SRModule(L.LightningModule):
         if self.frozen_dtype == torch.float16 and not precision.startswith("16"):
             raise ValueError(f"model.frozen_dtype=fp16 needs trainer.precision=16-mixed (got {precision})")
 
-    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+    def configure_optimizers(self):
         params_g = [p for p in self.generator.parameters() if p.requires_grad]
-        params_d = [p for p in self.discriminator.parameters() if p.requires_grad]
-        return [self.optimizer_g(params=params_g), self.optimizer_d(params=params_d)]
+        optimizers = [self.optimizer_g(params=params_g)]
+        if self.discriminator is not None:
+            params_d = [p for p in self.discriminator.parameters() if p.requires_grad]
+            optimizers.append(self.optimizer_d(params=params_d))
+        if self.lr_scheduler is None:
+            return optimizers
+        return optimizers, [self.lr_scheduler(optimizer=optimizer) for optimizer in optimizers]
+
+    def _optimizer(self, index: int):
+        """Optimizer 0 (G) or 1 (D); Lightning returns a bare optimizer, not a list, when there is only G's."""
+        optimizers = self.optimizers()
+        return optimizers[index] if isinstance(optimizers, list) else optimizers
 
     @property
     def iteration(self) -> int:
@@ -140,17 +164,30 @@ class D3SRModule(L.LightningModule):
     # Training.
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        # Images in [-1, 1]: the generator's input, the loss target (sharpened if USM is on) and the plain target.
         lq, gt = generator_input(batch["lq"]), to_model_range(batch["gt"])
+        target = to_model_range(batch["gt_usm"]) if "gt_usm" in batch else gt
         if lq.shape[-2:] != gt.shape[-2:]:
             raise ValueError(
                 f"lq ×4 {tuple(lq.shape[-2:])} does not match gt {tuple(gt.shape[-2:])}: crop a multiple of 8"
             )
         step_now = (batch_idx + 1) % self.accumulate_grad_batches == 0
-        logs, z_sr = self._generator_step(lq, gt, step_now)
-        with torch.no_grad():
-            z_gt = self.generator.encode(gt).float()
-        for _ in range(self.d_steps_per_g_step):
-            logs.update(self._discriminator_step(z_sr.detach(), z_gt, step_now))
+        logs, sr, z_sr = self._generator_step(lq, target, step_now)
+        if self.discriminator is not None:
+            # The discriminator's fake and real inputs: latents ẑ_H and E(x_H), or the images x̂_H and x_H.
+            if self.discriminator.space == "pixel":
+                fake, real = sr.detach(), gt
+            else:
+                with torch.no_grad():
+                    fake, real = z_sr.detach(), self.generator.encode(gt).float()
+            for _ in range(self.d_steps_per_g_step):
+                logs.update(self._discriminator_step(fake, real, step_now))
+        # One learning-rate step per iteration for every optimizer (manual optimization steps them by hand).
+        if step_now and self.lr_scheduler is not None:
+            schedulers = self.lr_schedulers()
+            for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
+                scheduler.step()
+            logs["train/lr_g"] = torch.tensor(self._optimizer(0).param_groups[0]["lr"])
         self.log("train/g/loss", logs.pop("train/g/loss"), prog_bar=True, batch_size=lq.shape[0])
         self.log_dict(logs, batch_size=lq.shape[0])
         self.log("iteration", float(self.iteration), logger=False, batch_size=lq.shape[0])  # checkpoint file names
@@ -165,28 +202,33 @@ class D3SRModule(L.LightningModule):
             optimizer.zero_grad(set_to_none=True)
 
     def _generator_step(
-        self, lq: torch.Tensor, gt: torch.Tensor, step_now: bool
-    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """L_gen = MSE + λ2·EA-DISTS + λ1·L_G with D frozen (toggle_model); returns logs and ẑ_H."""
-        optimizer = self.optimizers()[0]
+        self, lq: torch.Tensor, target: torch.Tensor, step_now: bool
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+        """L_gen = MSE + λ2·EA-DISTS + λ1·L_G with D frozen (toggle_model); returns logs, x̂_H and ẑ_H."""
+        optimizer = self._optimizer(0)
         with optimizer.toggle_model(sync_grad=step_now):
             # Super-resolve in one UNet call.
             sr, z_sr = self.generator(lq)
-            # Reconstruction terms and the adversarial term through the (frozen) discriminator.
-            terms = self.loss.reconstruction(sr, gt)
-            adversarial = generator_adversarial_loss(self.discriminator(z_sr))
+            # Reconstruction terms and the adversarial term through the (frozen) discriminator, if there is one.
+            terms = self.loss.reconstruction(sr, target)
+            if self.discriminator is None:
+                adversarial = sr.new_zeros((), dtype=torch.float32)
+            else:
+                adversarial = generator_adversarial_loss(
+                    self.discriminator(sr if self.discriminator.space == "pixel" else z_sr)
+                )
             total = self.loss.total(terms, adversarial)
             self._step(optimizer, total, step_now)
         logs = {"train/g/loss": total, "train/g/mse": terms["mse"], "train/g/ea_dists": terms["ea_dists"],
                 "train/g/adv": adversarial}  # fmt: skip
-        return {k: v.detach() for k, v in logs.items()}, z_sr
+        return {k: v.detach() for k, v in logs.items()}, sr, z_sr
 
-    def _discriminator_step(self, z_sr: torch.Tensor, z_gt: torch.Tensor, step_now: bool) -> dict[str, torch.Tensor]:
-        """L_D on F(ẑ_H, t) (fake) and F(z_H, t) (real), independent t and ε for each."""
-        optimizer = self.optimizers()[1]
+    def _discriminator_step(self, fake: torch.Tensor, real: torch.Tensor, step_now: bool) -> dict[str, torch.Tensor]:
+        """L_D on fake (ẑ_H or x̂_H) and real (z_H or x_H); a diffusion D diffuses each with its own t and ε."""
+        optimizer = self._optimizer(1)
         with optimizer.toggle_model(sync_grad=step_now):
-            logits_fake = self.discriminator(z_sr)
-            logits_real = self.discriminator(z_gt)
+            logits_fake = self.discriminator(fake)
+            logits_real = self.discriminator(real)
             fake, real = discriminator_adversarial_loss(logits_fake, logits_real)
             self._step(optimizer, fake + real, step_now)
         logits_fake, logits_real = logits_fake.detach().float(), logits_real.detach().float()

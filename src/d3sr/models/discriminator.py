@@ -12,6 +12,9 @@ from torch import nn
 
 from d3sr.models.loading import Backbone
 from d3sr.models.lora import DISCRIMINATOR_BLOCKS, LORA_TARGETS, add_lora, blocks_regex
+from d3sr.options import check_choice
+
+FINETUNE_MODES = ("lora", "full")
 
 
 class PatchHead(nn.Sequential):
@@ -31,7 +34,11 @@ class DiffusionDiscriminator(nn.Module):
     """forward(z: clean scaled latents (B, 4, h, w), t=None, eps=None) -> patch logits (B, 1, h/k, w/k).
 
     k = `downsampling`: 4 for SDXL (a 512² crop → 64² latent → 16² logits), 8 for SD 1.5 / 2.1 (→ 8² logits).
+    finetune: 'lora' (the paper: frozen pretrained base + LoRA on the down/mid blocks) or 'full' (every weight of the
+    down/mid path trains, no LoRA: the randomly initialised "Diffusion-GAN" baseline of Table 4b).
     """
+
+    space = "latent"  # the module feeds it latents (the generator's ẑ_H and E(x_H))
 
     def __init__(
         self,
@@ -43,8 +50,10 @@ class DiffusionDiscriminator(nn.Module):
         t_min: int = 0,
         t_max: int = 999,
         gradient_checkpointing: bool = False,
+        finetune: str = "lora",
     ) -> None:
         super().__init__()
+        check_choice("model.discriminator.finetune", finetune, FINETUNE_MODES)
         num_steps = backbone.alphas_cumprod.shape[0]
         if not 0 <= t_min <= t_max < num_steps:
             raise ValueError(f"model.discriminator needs 0 <= t_min <= t_max <= {num_steps - 1}, got {t_min}, {t_max}")
@@ -55,7 +64,10 @@ class DiffusionDiscriminator(nn.Module):
         for name in ("up_blocks", "conv_norm_out", "conv_act", "conv_out"):
             if hasattr(unet, name):
                 delattr(unet, name)
-        self.unet = add_lora(unet, lora_rank, lora_alpha, blocks_regex(DISCRIMINATOR_BLOCKS, lora_targets))
+        if finetune == "lora":
+            self.unet = add_lora(unet, lora_rank, lora_alpha, blocks_regex(DISCRIMINATOR_BLOCKS, lora_targets))
+        else:
+            self.unet = unet.float().requires_grad_(True)
         if gradient_checkpointing:
             self.unet.enable_gradient_checkpointing()
         self.uses_text_time = unet.config.addition_embed_type == "text_time"

@@ -126,6 +126,22 @@ def tiny(kind: str = "sd", with_vae: bool = True, seed: int = 0) -> Backbone:
     return Backbone(unet, alphas_cumprod, embeds, vae, source_node(tiny, kind=kind, seed=seed))
 
 
+def random_weights(name: str, seed: int = 0) -> Backbone:
+    """Full-size UNet architecture `name` ('sd21', 'sd15', 'sdxl') with seeded random weights and embeddings, no VAE.
+
+    The randomly initialised latent discriminator of the paper's ablation (Table 4b, "Diffusion-GAN"): the shape of a
+    published UNet without its weights, so nothing is downloaded.
+    """
+    config = arch.unet_config(name)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet = UNet2DConditionModel(**config)
+    tokens, dim, pooled = arch.TEXT_SHAPES[name]
+    embeds = random_prompt_embeds(tokens, dim, pooled, seed)
+    alphas_cumprod = _alphas_cumprod(DDPMScheduler(**arch.SCHEDULER))
+    return Backbone(unet, alphas_cumprod, embeds, None, source_node(random_weights, name=name, seed=seed))
+
+
 def meta(name: str, with_vae: bool = True) -> Backbone:
     """Full-size architecture `name` ('sd21', 'sd15', 'sdxl') on the meta device: shapes only, no weights."""
     config = arch.unet_config(name)

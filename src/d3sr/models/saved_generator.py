@@ -131,14 +131,22 @@ def checkpoint_record(generator: OneStepGenerator, config: dict | None, iteratio
             "generator": GeneratorSpec.of(generator).to_dict()}  # fmt: skip
 
 
-def generator_from_checkpoint(path: str | Path, base_model: str | None = None) -> tuple[OneStepGenerator, dict]:
-    """The trained generator of a training checkpoint, and {'source', 'iteration', 'timestep', 'd3sr_version'}."""
+def generator_from_checkpoint(
+    path: str | Path, base_model: str | None = None, use_ema: bool = False
+) -> tuple[OneStepGenerator, dict]:
+    """The trained generator of a training checkpoint, and {'source', 'iteration', 'timestep', 'd3sr_version'}.
+
+    use_ema: take the EMA of the trainable weights (d3sr.callbacks.EMA, checkpoint['ema']) instead of the weights.
+    """
     checkpoint = load_checkpoint(path)
     record = checkpoint["d3sr"]
     spec = GeneratorSpec.from_dict(record.get("generator") or {}, path)
-    state = {
-        k.removeprefix("generator."): v for k, v in checkpoint["state_dict"].items() if k.startswith("generator.")
-    }
+    weights = dict(checkpoint["state_dict"])
+    if use_ema:
+        if "ema" not in checkpoint:
+            raise D3SRError(f"{path} holds no EMA weights: train with callbacks.ema.decay=0.999 (for example)")
+        weights.update(checkpoint["ema"]["state_dict"])
+    state = {k.removeprefix("generator."): v for k, v in weights.items() if k.startswith("generator.")}
     if "prompt_embeds" not in state:
         raise D3SRError(f"{path}: the checkpoint holds no generator.prompt_embeds")
     generator = spec.build({"prompt_embeds": state["prompt_embeds"].float()}, base_model)
@@ -151,7 +159,7 @@ def generator_from_checkpoint(path: str | Path, base_model: str | None = None) -
         raise D3SRError(f"{path}: generator tensors this model does not have (e.g. {unexpected[0]})")
     generator.load_state_dict(state, strict=False)
     info = {"source": str(path), "iteration": record.get("iteration"), "timestep": spec.timestep,
-            "d3sr_version": record.get("version")}  # fmt: skip
+            "d3sr_version": record.get("version"), "ema": use_ema}  # fmt: skip
     return generator, info
 
 
@@ -200,15 +208,23 @@ def load_generator(path: str | Path, base_model: str | None = None) -> tuple[One
 
 
 def export_bundle(
-    ckpt: str | Path, output: str | Path, merge: bool = False, overwrite: bool = False, base_model: str | None = None
+    ckpt: str | Path,
+    output: str | Path,
+    merge: bool = False,
+    overwrite: bool = False,
+    base_model: str | None = None,
+    use_ema: bool = False,
 ) -> Path:
-    """Write the inference bundle of training checkpoint `ckpt` to the folder `output` (atomically); returns it."""
+    """Write the inference bundle of training checkpoint `ckpt` to the folder `output` (atomically); returns it.
+
+    use_ema: export the EMA weights the checkpoint holds (d3sr.callbacks.EMA) instead of the trained ones.
+    """
     ckpt, output = Path(ckpt).expanduser(), Path(output).expanduser()
     if output.exists() and not output.is_dir():
         raise D3SRError(f"output={output} exists and is not a folder")
     if output.is_dir() and any(output.iterdir()) and not overwrite:
         raise D3SRError(f"output={output} is not empty; choose another folder or pass overwrite=true")
-    generator, info = generator_from_checkpoint(ckpt, base_model)
+    generator, info = generator_from_checkpoint(ckpt, base_model, use_ema)
     bundle = {
         "format": "d3sr-bundle",
         "format_version": BUNDLE_FORMAT_VERSION,
@@ -220,6 +236,7 @@ def export_bundle(
             "checkpoint": str(ckpt.resolve()),
             "iteration": info["iteration"],
             "d3sr_version": info["d3sr_version"],
+            "ema": use_ema,
         },  # fmt: skip
     }
 
