@@ -12,6 +12,9 @@ from torch import nn
 
 from d3sr.models.loading import Backbone
 from d3sr.models.lora import LORA_TARGETS, add_lora
+from d3sr.options import check_choice
+
+POSTERIORS = ("mode", "sample")
 
 
 def predict_x0(z_t: torch.Tensor, eps: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
@@ -23,6 +26,8 @@ class OneStepGenerator(nn.Module):
     """SD UNet + LoRA that maps a bicubic-upsampled LQ image to an SR image in one UNet call.
 
     forward(lq: (B, 3, H, W) in [-1, 1], H and W multiples of 8) -> (sr in [-1, 1], z_sr (B, 4, H/8, W/8)).
+    posterior: how a latent is read from the VAE encoder's Gaussian posterior, for z_L and for the discriminator's
+    real z_H alike: 'mode' (its mean: deterministic, our default) or 'sample' (a draw, as OSEDiff's code does).
     """
 
     def __init__(
@@ -34,8 +39,10 @@ class OneStepGenerator(nn.Module):
         lora_targets: list[str] | tuple[str, ...] = LORA_TARGETS,
         learnable_embedding: bool = False,
         gradient_checkpointing: bool = False,
+        posterior: str = "mode",
     ) -> None:
         super().__init__()
+        self.posterior = check_choice("model.generator.posterior", posterior, POSTERIORS)
         if backbone.vae is None:
             raise ValueError("the generator needs a backbone with a VAE (with_vae: true)")
         num_steps = backbone.alphas_cumprod.shape[0]
@@ -75,8 +82,9 @@ class OneStepGenerator(nn.Module):
         return self.alphas_cumprod[self.timestep]
 
     def encode(self, image: torch.Tensor) -> torch.Tensor:
-        """Scaled VAE latent (posterior mode, no sampling noise) of an image in [-1, 1]."""
-        return self.vae.encode(image.to(self.vae.dtype)).latent_dist.mode() * self.scaling_factor
+        """Scaled VAE latent of an image in [-1, 1]: the posterior's mode (default) or a sample of it."""
+        posterior = self.vae.encode(image.to(self.vae.dtype)).latent_dist
+        return (posterior.mode() if self.posterior == "mode" else posterior.sample()) * self.scaling_factor
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Image in [-1, 1] (clamped) from a scaled latent."""

@@ -58,19 +58,21 @@ class GeneratorSpec:
     lora_alpha: float
     lora_targets: list[str] = field(default_factory=list)
     scaling_factor: float = 0.18215  # VAE latent scaling factor, checked against the rebuilt base
+    posterior: str = "mode"  # VAE posterior read as its mode or a sample (absent before d3sr 0.1.0's EMA/ablations)
 
     @classmethod
     def of(cls, generator: OneStepGenerator) -> GeneratorSpec:
         """The spec of a built generator."""
         return cls(dict(generator.backbone_source), generator.timestep, generator.lora_rank, generator.lora_alpha,
-                   list(generator.lora_targets), generator.scaling_factor)  # fmt: skip
+                   list(generator.lora_targets), generator.scaling_factor, generator.posterior)  # fmt: skip
 
     @classmethod
     def from_dict(cls, data: dict, source: str | Path) -> GeneratorSpec:
         """Parse a stored spec; D3SRError naming `source` when keys are missing (e.g. an older format)."""
         try:
             return cls(**{key: data[key] for key in ("backbone", "timestep", "lora_rank", "lora_alpha",
-                                                     "lora_targets", "scaling_factor")})  # fmt: skip
+                                                     "lora_targets", "scaling_factor")},
+                       posterior=data.get("posterior", "mode"))  # fmt: skip
         except (KeyError, TypeError) as error:
             raise D3SRError(
                 f"{source}: the stored generator description lacks {error}; it was written by another d3sr version "
@@ -98,7 +100,8 @@ class GeneratorSpec:
                 log.info("base_model=%s ignored: this generator was trained on %s", base_model, self.backbone)
         backbone: Backbone = load(**arguments)
         backbone.embeds = {**backbone.embeds, **embeds}
-        generator = OneStepGenerator(backbone, self.timestep, self.lora_rank, self.lora_alpha, self.lora_targets)
+        generator = OneStepGenerator(backbone, self.timestep, self.lora_rank, self.lora_alpha, self.lora_targets,
+                                     posterior=self.posterior)  # fmt: skip
         if abs(generator.scaling_factor - float(self.scaling_factor)) > 1e-6:
             raise D3SRError(
                 f"the generator was trained with VAE scaling factor {self.scaling_factor}, the loaded base has "
