@@ -1,7 +1,9 @@
 """`python -m d3sr.held_out CHECKPOINT_OR_BUNDLE`: the held-out photos table (bicubic, VAE only, d3sr).
 
-Prints a Markdown table of PSNR-Y / SSIM-Y on the photos no training stage has seen (chelsea, coffee, rocket);
-`--json FILE` also writes the numbers. `make demo` ends with it. See d3sr.evaluation.held_out for the protocol.
+Prints Markdown tables of PSNR-Y / SSIM-Y on the photos no training stage has seen (chelsea, coffee, rocket), ×4
+from two LQs: the clean bicubic ×1/4, and the training's Real-ESRGAN degradation (set A, seeded per photo as
+`d3sr.synth` does: the kind of LR of the paper's DIV2K-val). `--json FILE` also writes the numbers. `make demo` ends
+with it. See d3sr.evaluation.held_out for the protocol.
 """
 
 from __future__ import annotations
@@ -12,16 +14,37 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+import torch
+
 from d3sr.atomic_files import write_atomically
+from d3sr.data.degradation import RealESRGANDegradation, degrade_image, image_rng
 from d3sr.errors import run_reporting_errors
 from d3sr.evaluation.held_out import held_out_rows, held_out_table
 from d3sr.inference import D3SRPipeline, InferenceOptions
+
+LQ_KINDS = {
+    "clean": "×4 from clean bicubic LQ",
+    "realesrgan": "×4 from Real-ESRGAN-degraded LQ (set A, seed {seed})",
+}
+
+
+def realesrgan_lq(seed: int):
+    """degrade(name, hr) for held_out_rows: the Real-ESRGAN set-A degradation, one seeded generator per photo."""
+    degradation = RealESRGANDegradation()
+
+    def degrade(name: str, hr: torch.Tensor) -> torch.Tensor:
+        return degrade_image(degradation, hr[0].cpu(), image_rng(seed, f"{name}.png"), "cpu")[None]
+
+    return degrade
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m d3sr.held_out", description=__doc__.splitlines()[0])
     parser.add_argument("model", help="a training checkpoint (.ckpt) or an inference bundle folder")
     parser.add_argument("--json", type=Path, help="also write the scores to this JSON file")
+    parser.add_argument("--lq", nargs="+", choices=sorted(LQ_KINDS), default=["clean", "realesrgan"],
+                        help="which LQ to score from (default: both)")  # fmt: skip
+    parser.add_argument("--seed", type=int, default=0, help="seed of the Real-ESRGAN LQ (default 0)")
     defaults = InferenceOptions.defaults_from_file()
     parser.add_argument("--tile-size", type=int, default=defaults.tile_size, help="inference.tile_size (0: untiled)")
     parser.add_argument("--tile-overlap", type=int, default=defaults.tile_overlap)
@@ -33,12 +56,15 @@ def main(argv: list[str] | None = None) -> int:
         options = defaults.replace(tile_size=args.tile_size, tile_overlap=args.tile_overlap,
                                    color_fix=args.color_fix, device=args.device, precision="fp32")  # fmt: skip
         pipe = D3SRPipeline.from_pretrained(args.model, options=options)
-        rows = held_out_rows(pipe)
-        print(f"Held-out photos, ×4 from clean bicubic LQ: PSNR-Y (dB) / SSIM-Y  [{args.model}]")
-        print(held_out_table(rows))
+        tables = {}
+        for kind in args.lq:
+            rows = held_out_rows(pipe, degrade=realesrgan_lq(args.seed) if kind == "realesrgan" else None)
+            print(f"Held-out photos, {LQ_KINDS[kind].format(seed=args.seed)}: PSNR-Y (dB) / SSIM-Y  [{args.model}]")
+            print(held_out_table(rows) + "\n")
+            tables[kind] = [asdict(row) for row in rows]
         if args.json:
-            text = json.dumps({"model": str(args.model), "options": asdict(options),
-                               "rows": [asdict(row) for row in rows]}, indent=2)  # fmt: skip
+            text = json.dumps({"model": str(args.model), "options": asdict(options), "seed": args.seed,
+                               "rows": tables.get("clean", []), "tables": tables}, indent=2)  # fmt: skip
             write_atomically(args.json, lambda path: path.write_text(text + "\n"))
 
     run_reporting_errors(run)

@@ -11,22 +11,20 @@ from __future__ import annotations
 
 import json
 import logging
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
-from torch.utils.data import default_collate
 from tqdm import tqdm
 
 import d3sr
 from d3sr.atomic_files import write_atomically
 from d3sr.commands import hydra_command
+from d3sr.data.degradation import degrade_image, image_rng
 from d3sr.errors import D3SRError
 from d3sr.images import EMBEDDED_HELD_OUT, EMBEDDED_TRAIN, IMAGE_EXTENSIONS, embedded_photo, read_image, to_uint8
 
@@ -55,23 +53,6 @@ def list_inputs(source: str, output: Path) -> list[tuple[str, Callable[[], torch
 def output_name(relative: str) -> str:
     """The LQ file's relative path: the input's relative path with a `.png` suffix."""
     return Path(relative).with_suffix(".png").as_posix()
-
-
-def image_rng(seed: int, relative: str) -> np.random.Generator:
-    """The generator of one image's degradation: from the seed and a stable hash of its relative name."""
-    return np.random.default_rng([seed, zlib.crc32(relative.encode("utf-8"))])
-
-
-@torch.no_grad()
-def degrade_image(degradation, image: torch.Tensor, rng: np.random.Generator, device: str) -> torch.Tensor:
-    """The LQ (3, H'/scale, W'/scale) of one HQ image (3, H, W) cropped to H' × W', multiples of the scale."""
-    scale = degradation.scale
-    height, width = (image.shape[-2] // scale) * scale, (image.shape[-1] // scale) * scale
-    if height == 0 or width == 0:
-        raise ValueError(f"the image ({image.shape[-2]}×{image.shape[-1]}) is smaller than the scale {scale}")
-    batch = default_collate([{"gt": image[:, :height, :width].contiguous(), **degradation.sample(rng)}])
-    batch = {key: value.to(device) for key, value in batch.items()}
-    return degradation(batch)["lq"][0]
 
 
 def synthesize(cfg: DictConfig) -> dict:

@@ -14,6 +14,7 @@ Determinism comes from the sampled parameters alone: no global RNG is used on th
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import InitVar, asdict, dataclass, fields, is_dataclass
 from typing import Any, TypeVar
@@ -22,6 +23,7 @@ import kornia
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.data import default_collate
 
 from d3sr.data.kernels import KERNEL_TYPES, odd_sizes, sample_kernels
 from d3sr.errors import ConfigError
@@ -559,3 +561,24 @@ class RealESRGANDegradation:
             out["gt_usm"] = source.to(batch["gt"].dtype)
         out["lq"] = lq
         return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# One whole image, reproducibly (test-set synthesis, the held-out table).
+
+
+def image_rng(seed: int, relative: str) -> np.random.Generator:
+    """The generator of one image's degradation: from the seed and a stable hash of its relative name."""
+    return np.random.default_rng([seed, zlib.crc32(relative.encode("utf-8"))])
+
+
+@torch.no_grad()
+def degrade_image(degradation, image: torch.Tensor, rng: np.random.Generator, device: str) -> torch.Tensor:
+    """The LQ (3, H'/scale, W'/scale) of one HQ image (3, H, W) cropped to H' × W', multiples of the scale."""
+    scale = degradation.scale
+    height, width = (image.shape[-2] // scale) * scale, (image.shape[-1] // scale) * scale
+    if height == 0 or width == 0:
+        raise ValueError(f"the image ({image.shape[-2]}×{image.shape[-1]}) is smaller than the scale {scale}")
+    batch = default_collate([{"gt": image[:, :height, :width].contiguous(), **degradation.sample(rng)}])
+    batch = {key: value.to(device) for key, value in batch.items()}
+    return degradation(batch)["lq"][0]

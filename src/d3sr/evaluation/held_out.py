@@ -1,7 +1,8 @@
 """The held-out photos table: bicubic vs "VAE only" vs d3sr, PSNR-Y / SSIM-Y per photo (what `make demo` prints).
 
 The held-out photos (d3sr.images.EMBEDDED_HELD_OUT) are never seen by any training stage. Each is cropped to a
-multiple of 8, made ×4 smaller with `downscale` (clean bicubic LQ), and brought back ×4 three ways:
+multiple of 8, made ×4 smaller with `downscale` (clean bicubic LQ) or by a given degradation (`degrade`, e.g. the
+training's Real-ESRGAN pipeline, seeded per photo, as the paper's DIV2K-val LR), and brought back ×4 three ways:
 - bicubic: `upsample_lq(lq)`, the generator's input;
 - VAE only: decode(encode(bicubic)) with the generator's frozen VAE, the generator's starting point without the UNet;
 - d3sr: the trained generator through D3SRPipeline (tiling and colour fix as configured).
@@ -9,7 +10,7 @@ multiple of 8, made ×4 smaller with `downscale` (clean bicubic LQ), and brought
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -31,14 +32,21 @@ class HeldOutRow:
 
 
 @torch.inference_mode()
-def held_out_rows(pipe: D3SRPipeline, names: Sequence[str] = EMBEDDED_HELD_OUT) -> list[HeldOutRow]:
-    """Score bicubic, VAE only and d3sr ×4 against each held-out photo."""
+def held_out_rows(
+    pipe: D3SRPipeline,
+    names: Sequence[str] = EMBEDDED_HELD_OUT,
+    degrade: Callable[[str, torch.Tensor], torch.Tensor] | None = None,
+) -> list[HeldOutRow]:
+    """Score bicubic, VAE only and d3sr ×4 against each held-out photo.
+
+    degrade(name, hr (1, 3, H, W) in [0, 1]) -> lq (1, 3, H/4, W/4): how the LQ is made; None: clean bicubic ×1/4.
+    """
     generator, rows = pipe.generator, []
     for name in names:
         # The HR photo cropped to a multiple of 8 and its clean ×4-smaller LQ.
         hr = embedded_photo(name)[None]
         hr = hr[..., : hr.shape[-2] // 8 * 8, : hr.shape[-1] // 8 * 8].to(pipe.device)
-        lq = downscale(hr)
+        lq = downscale(hr) if degrade is None else degrade(name, hr).to(hr.device, hr.dtype)
         # The three ×4 reconstructions.
         outputs = {
             "bicubic": upsample_lq(lq),
