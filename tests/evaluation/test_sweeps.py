@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from d3sr.errors import D3SRError
-from d3sr.evaluation.sweeps import read_sweep, sweep_markdown
+from d3sr.evaluation.sweeps import read_sweep, sweep_markdown, swept_overrides
 
 REPO = Path(__file__).resolve().parents[2]
 SMALL = ["iterations=1", "checkpoint_every=1", "degradation=bicubic", "data.crop_size=64", "data.crops_per_image=1",
@@ -81,3 +81,15 @@ def test_a_failed_job_does_not_stop_the_sweep_and_keeps_its_row(tmp_path):
     jobs = read_sweep(sweep)
     assert [j.status for j in jobs] == ["failed", "completed"]  # job 1 ran after job 0 failed
     assert "timestep must be in [0, 999], got 5000" in jobs[0].error and jobs[1].checkpoint
+
+
+@pytest.mark.slow
+def test_table4a_multirun_runs_every_loss_row(tmp_path):
+    result = run_cli("-m", "d3sr.train", "-m", "experiment=demo", "hparams_search=table4a", *SMALL,
+                     f"paths.log_dir={tmp_path}")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    (sweep,) = (tmp_path / "demo" / "multiruns").iterdir()
+    jobs = read_sweep(sweep)
+    _, own = swept_overrides(jobs)
+    assert own == [[f"loss={o}"] for o in ("mse_only", "lpips", "ea_lpips", "dists", "paper")]
+    assert all(j.status == "completed" for j in jobs)

@@ -182,3 +182,15 @@ def test_cosine_schedule_steps_once_per_iteration(cfg_for):
     for optimizer in trainer.optimizers:
         assert optimizer.param_groups[0]["lr"] == pytest.approx(expected)
     assert module.iteration == iterations
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Table 4a: every loss row takes a training step.
+
+
+@pytest.mark.parametrize("option", ["mse_only", "lpips", "ea_lpips", "dists", "paper"])
+def test_every_table4a_loss_takes_a_training_step(cfg_for, option):
+    module, trainer, moved = fit(cfg_for(f"loss={option}", "iterations=1"))
+    assert moved == generator_lora(module) | discriminator_trainable(module)
+    perceptual = float(trainer.callback_metrics["train/g/ea_dists"])
+    assert (perceptual == 0.0) == (option == "mse_only"), perceptual
