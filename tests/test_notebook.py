@@ -6,6 +6,7 @@ import warnings
 from pathlib import Path
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 from d3sr.train import train
@@ -25,8 +26,10 @@ def test_notebook_is_committed_without_outputs():
     assert "parameters" in code[0].metadata.get("tags", [])
 
 
-def test_inspect_checkpoint_notebook_runs(compose, tmp_path, monkeypatch):
-    cfg = compose([*TINY_RUN, f"paths.output_dir={tmp_path}"])
+@pytest.mark.parametrize("discriminator", ["demo", "demo_pixel", "none"])
+def test_inspect_checkpoint_notebook_runs(compose, tmp_path, monkeypatch, discriminator):
+    """With a diffusion D (realism maps per t), a pixel D (one map) and none (said so): every Table 4b kind opens."""
+    cfg = compose([*TINY_RUN, f"model/discriminator={discriminator}", f"paths.output_dir={tmp_path}"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         checkpoint = train(cfg)["checkpoint"]
@@ -37,6 +40,8 @@ def test_inspect_checkpoint_notebook_runs(compose, tmp_path, monkeypatch):
                    resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()  # fmt: skip
     outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
-    assert sum(o.output_type == "display_data" for o in outputs) >= 3  # images, realism maps, curves
     text = "".join(o.get("text", "") for o in outputs)
+    # Images, realism maps (none without a discriminator), curves.
+    assert sum(o.output_type == "display_data" for o in outputs) >= (2 if discriminator == "none" else 3)
+    assert ("no realism map" in text) == (discriminator == "none")
     assert "event file(s)" in text and not text.count("0 event file(s)")
