@@ -64,3 +64,19 @@ def imagenet_features(
     except RuntimeError as error:
         raise D3SRError(f"{file} does not hold torchvision {arch} weights ({FILES[arch]}): {error}") from None
     return features
+
+
+class FrozenPerceptualNetwork(nn.Module):
+    """Base of the perceptual distances (DISTS, LPIPS): always in eval mode, and one check of the image pair."""
+
+    def train(self, mode: bool = True) -> FrozenPerceptualNetwork:
+        """Always eval: the loss network never changes behaviour."""
+        return super().train(False)
+
+    def check_pair(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """ValueError unless x and y are (B, 3, H, W) tensors of one shape."""
+        if x.shape != y.shape or x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(
+                f"{type(self).__name__} needs two (B, 3, H, W) tensors of one shape, got {tuple(x.shape)}, "
+                f"{tuple(y.shape)}"
+            )

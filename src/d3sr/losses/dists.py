@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from d3sr.errors import D3SRError
-from d3sr.losses.backbones import imagenet_features
+from d3sr.losses.backbones import FrozenPerceptualNetwork, imagenet_features
 
 CHANNELS = (3, 64, 128, 256, 512, 512)
 
@@ -45,7 +45,7 @@ class L2Pool(nn.Module):
         return (out + 1e-12).sqrt()
 
 
-class DISTS(nn.Module):
+class DISTS(FrozenPerceptualNetwork):
     """DISTS distance. forward(x, y: (B, 3, H, W) in [0, 1]) -> (B,).
 
     pretrained_backbone: load ImageNet VGG16 weights from `backbone_weights` or torch's hub cache (never
@@ -70,10 +70,6 @@ class DISTS(nn.Module):
         self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), persistent=False)
         self.requires_grad_(False).eval()
 
-    def train(self, mode: bool = True) -> DISTS:
-        """Always eval: the loss network never changes behaviour."""
-        return super().train(False)
-
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The image and the five VGG stage outputs."""
         feats, h = [x], (x - self.mean) / self.std
@@ -83,10 +79,7 @@ class DISTS(nn.Module):
         return feats
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if x.shape != y.shape or x.ndim != 4 or x.shape[1] != 3:
-            raise ValueError(
-                f"DISTS needs two (B, 3, H, W) tensors of one shape, got {tuple(x.shape)}, {tuple(y.shape)}"
-            )
+        self.check_pair(x, y)
         c1 = c2 = 1e-6
         total = self.alpha.sum() + self.beta.sum()
         alphas = torch.split(self.alpha / total, CHANNELS, dim=1)

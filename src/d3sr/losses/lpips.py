@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from d3sr.errors import D3SRError
-from d3sr.losses.backbones import imagenet_features
+from d3sr.losses.backbones import FrozenPerceptualNetwork, imagenet_features
 
 # net -> (torchvision backbone, end of each stage in its `features`: relu1..relu5, channels of each stage).
 NETS = {
@@ -39,7 +39,7 @@ def lpips_heads(net: str) -> list[torch.Tensor]:
     return [state[f"lin{k}.model.1.weight"].float() for k in range(5)]
 
 
-class LPIPS(nn.Module):
+class LPIPS(FrozenPerceptualNetwork):
     """LPIPS distance. forward(x, y: (B, 3, H, W) in [0, 1]) -> (B,).
 
     net: 'vgg' (VGG16) or 'alex' (AlexNet). pretrained_backbone: load its ImageNet weights from `backbone_weights` or
@@ -68,10 +68,6 @@ class LPIPS(nn.Module):
         self.register_buffer("scale", torch.tensor(SCALE).view(1, 3, 1, 1), persistent=False)
         self.requires_grad_(False).eval()
 
-    def train(self, mode: bool = True) -> LPIPS:
-        """Always eval: the loss network never changes behaviour."""
-        return super().train(False)
-
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The five stage outputs (relu1 … relu5) for images in [0, 1]."""
         feats, h = [], (2 * x - 1 - self.shift) / self.scale
@@ -81,10 +77,7 @@ class LPIPS(nn.Module):
         return feats
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if x.shape != y.shape or x.ndim != 4 or x.shape[1] != 3:
-            raise ValueError(
-                f"LPIPS needs two (B, 3, H, W) tensors of one shape, got {tuple(x.shape)}, {tuple(y.shape)}"
-            )
+        self.check_pair(x, y)
         distance = x.new_zeros(x.shape[0], dtype=torch.float32)
         for k, (fx, fy) in enumerate(zip(self.features(x), self.features(y))):
             # Unit-normalise each location's feature vector (LPIPS eq. 1), then weight the squared difference per
