@@ -1,6 +1,6 @@
 """Learning curves of the demo-scale recipe: does D³SR training make the held-out photos better, and which term helps?
 
-    python bench/learning.py [--iterations 300] [--every 25] [--variants paper mse_only no_adv] [--plot PNG]
+    python bench/learning.py [--iterations 300] [--every 25] [--variants paper mse_only no_adv no_disc] [--plot PNG]
 
 Fine-tunes the shipped tiny pretrained backbone (`experiment=demo`) once per variant, from the same seed, and every
 `--every` iterations scores the generator on the held-out validation crops (chelsea, coffee, rocket; never trained on):
@@ -9,7 +9,8 @@ offline, so it is a texture/structure statistic, not the published DISTS), and t
 last training batch (real > 0 and fake < 0 logits). Variants:
 - paper: loss=paper (MSE + 1.0·EA-DISTS + λ_adv·L_adv), as experiment=demo trains;
 - mse_only: loss=mse_only (MSE + λ_adv·L_adv, no perceptual term);
-- no_adv: loss=paper with loss.lambda_adv=0 (the discriminator still trains but the generator ignores it).
+- no_adv: loss=paper with loss.lambda_adv=0 (the discriminator still trains but the generator ignores it);
+- no_disc: loss=paper with model/discriminator=none (Table 4b's first row: no discriminator at all).
 Prints a Markdown table (iteration 0 and final values) and writes the curves as a PNG
 (default docs/learning_curves.png).
 """
@@ -39,6 +40,7 @@ VARIANTS = {
     "paper": ["loss=paper"],
     "mse_only": ["loss=mse_only"],
     "no_adv": ["loss=paper", "loss.lambda_adv=0"],
+    "no_disc": ["loss=paper", "model/discriminator=none"],
 }
 
 
