@@ -194,3 +194,43 @@ def test_every_table4a_loss_takes_a_training_step(cfg_for, option):
     assert moved == generator_lora(module) | discriminator_trainable(module)
     perceptual = float(trainer.callback_metrics["train/g/ea_dists"])
     assert (perceptual == 0.0) == (option == "mse_only"), perceptual
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The keys for choices the paper leaves open, and the degradation-parity options, each take a training step.
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [["model.generator.posterior=sample"], ["loss.mse_range=unit"], ["loss.perceptual_fp32=false"],
+     ["degradation=realesrgan", "degradation.jpeg_table=libjpeg"],
+     ["degradation=realesrgan", "degradation.resize_by=scale_factor"],
+     ["degradation=realesrgan", "degradation.usm.enabled=true"]],
+    ids=lambda o: o[-1],
+)  # fmt: skip
+def test_every_fidelity_and_parity_option_takes_a_training_step(cfg_for, overrides):
+    module, trainer, moved = fit(cfg_for(*overrides, "iterations=1"))
+    assert moved == generator_lora(module) | discriminator_trainable(module)
+    assert all(torch.isfinite(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/"))
+
+
+def test_usm_sharpened_target_for_the_losses_plain_gt_for_the_discriminator(cfg_for, monkeypatch):
+    """Real-ESRGAN's gan_gt_usm=False: MSE/perceptual aim at usm_sharp(gt); the D's real latent is E(gt)."""
+    from d3sr.data.degradation import usm_sharp
+    from d3sr.images import from_model_range
+
+    cfg = cfg_for("degradation=realesrgan", "degradation.usm.enabled=true", "iterations=1")
+    L.seed_everything(cfg.seed)
+    module, trainer = D3SRModule.from_config(cfg), build_trainer(cfg)
+    seen: dict[str, list[torch.Tensor]] = {"target": [], "encoded": []}
+    reconstruction, encode = module.loss.reconstruction, module.generator.encode
+    monkeypatch.setattr(
+        module.loss, "reconstruction", lambda sr, gt: seen["target"].append(gt) or reconstruction(sr, gt)
+    )
+    monkeypatch.setattr(module.generator, "encode", lambda x: seen["encoded"].append(x) or encode(x))
+    trainer.fit(module, datamodule=instantiate(cfg.data))
+    target, real = seen["target"][0], seen["encoded"][-1]  # encode calls: z_L inside G, then E(x_H) for D
+    usm = cfg.degradation.usm
+    sharpened = usm_sharp(from_model_range(real), usm.weight, usm.radius, usm.threshold)
+    torch.testing.assert_close(from_model_range(target), sharpened, atol=1e-5, rtol=0)
+    assert (target - real).abs().max() > 1e-3  # the two targets differ
