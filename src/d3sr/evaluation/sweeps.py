@@ -78,7 +78,7 @@ def sweep_rows(jobs: list[SweepJob], metrics: tuple[str, ...] = METRICS) -> tupl
     rows = []
     for job, overrides in zip(jobs, own):
         values = [f"{job.metrics[m]:.4f}" if m in job.metrics else "" for m in columns]
-        where = job.checkpoint or "" if job.status == "completed" else (job.error or "")
+        where = (job.checkpoint or "") if job.status == "completed" else (job.error or "")
         rows.append([str(job.number), " ".join(overrides) or "(none)", job.status, *values,
                      "" if job.iterations is None else str(job.iterations), where])  # fmt: skip
     return header, rows
