@@ -46,6 +46,19 @@ def test_folders_lists_and_limits(folder, tmp_path):
         ImageFiles(roots=[str(folder)], limits=[1, 2])
 
 
+def test_limits_by_source_name_ignore_names_that_match_nothing(folder, tmp_path, caplog):
+    """lsdir_ffhq's {FFHQ: 10000}: a folder named FFHQ is limited; `roots=[DIR]` alone is not refused."""
+    listing = tmp_path / "list.txt"
+    listing.write_text("hq/c.png\nhq/a.png\n")
+    by_name = ImageFiles(roots=[str(folder)], lists=[str(listing)], limits={"list.txt": 1})
+    assert [p.name for p in by_name.paths] == ["a.png", "broken.png", "c.png", "b.png", "c.png"]
+    by_path = ImageFiles(roots=[str(folder)], limits={str(folder): 2})
+    assert [p.name for p in by_path.paths] == ["a.png", "broken.png"]
+    with caplog.at_level("INFO"):
+        unmatched = ImageFiles(roots=[str(folder)], limits={"FFHQ": 10000})
+    assert len(unmatched) == 4 and "FFHQ match no source" in caplog.text
+
+
 def test_unreadable_images_are_reported_once_and_skipped(folder, caplog):
     files = ImageFiles(roots=[str(folder)])
     broken = [p.name for p in files.paths].index("broken.png")

@@ -9,7 +9,7 @@ degradation parameters drawn by the degradation's `sample(rng)`. Every random dr
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -28,19 +28,23 @@ class ImageFiles(Dataset):
     """HQ images from folders (searched recursively) and/or text files listing paths, e.g. LSDIR + FFHQ[:10000].
 
     roots: folders; lists: text files with one path per line (relative paths are relative to the list file);
-    limits: per-source maximum number of images (sorted order), `null` for all.
+    limits: the maximum number of images (sorted order) per source, `null` for all: a list with one entry per source
+    (roots, then lists), or a mapping from a source's name (its folder or file name, e.g. `FFHQ`, or its path) to a
+    number. A mapping's names that match no source are ignored (logged), so replacing `roots` needs no new limits.
     """
 
     def __init__(
         self,
         roots: Sequence[str] = (),
         lists: Sequence[str] = (),
-        limits: Sequence[int | None] | None = None,
+        limits: Sequence[int | None] | Mapping[str, int | None] | None = None,
         extensions: Sequence[str] = IMAGE_EXTENSIONS,
     ) -> None:
         sources = [("root", Path(r).expanduser()) for r in roots] + [("list", Path(p).expanduser()) for p in lists]
         if not sources:
             raise ValueError("data: ImageFiles needs at least one folder in `roots` or file list in `lists`")
+        if isinstance(limits, Mapping):
+            limits = _limits_by_name(limits, [source for _, source in sources])
         limits = list(limits) if limits is not None else [None] * len(sources)
         if len(limits) != len(sources):
             raise ValueError(f"data: `limits` has {len(limits)} entries for {len(sources)} sources (roots + lists)")
@@ -75,6 +79,20 @@ class ImageFiles(Dataset):
                 self._reported.add(path)
                 log.warning("Skipping unreadable image %s (%s)", path, error)
             return None
+
+
+def _limits_by_name(limits: Mapping[str, int | None], sources: list[Path]) -> list[int | None]:
+    """One limit per source from {name or path: limit}; names that match no source are logged and ignored."""
+    matched, out = set(), []
+    for source in sources:
+        keys = [k for k in limits if k in (source.name, str(source))]
+        matched.update(keys)
+        out.append(limits[keys[0]] if keys else None)
+    unused = sorted(set(limits) - matched)
+    if unused:
+        log.info("data.train.limits: %s match no source (%s); ignored", ", ".join(unused),
+                 ", ".join(map(str, sources)))  # fmt: skip
+    return out
 
 
 class EmbeddedPhotos(Dataset):
