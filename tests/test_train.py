@@ -131,3 +131,17 @@ def test_ddp_on_two_cpu_processes(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert ckpt["d3sr"]["iteration"] == 2 and ckpt["global_step"] == 4
+
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 truncated", None], ids=["empty", "truncated", "not_d3sr"])
+def test_resuming_from_a_broken_or_foreign_checkpoint_is_one_error_line(tmp_path, content):
+    ckpt = tmp_path / "last.ckpt"
+    if content is None:
+        torch.save({"state_dict": {}, "epoch": 3}, ckpt)  # a Lightning checkpoint of some other project
+    else:
+        ckpt.write_bytes(content)
+    result = run_cli("-m", "d3sr.train", "experiment=demo", f"ckpt_path={ckpt}", f"hydra.run.dir={tmp_path / 'run'}",
+                     cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.startswith("error:") or "\nerror:" in result.stderr
+    assert str(ckpt) in result.stderr and "Traceback" not in result.stderr

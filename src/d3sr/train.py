@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 from d3sr.commands import hydra_command
 from d3sr.errors import ConfigError, D3SRError
 from d3sr.models import D3SRModule
+from d3sr.models.saved_generator import load_checkpoint
 from d3sr.run_results import write_run_result
 
 log = logging.getLogger("d3sr.train")
@@ -75,8 +76,10 @@ def train(cfg: DictConfig) -> dict:
     """Train (or resume) as configured; returns final metrics and where the outputs are."""
     if cfg.iterations < 1:
         raise D3SRError(f"iterations must be >= 1, got {cfg.iterations}")
-    if cfg.get("ckpt_path") and not Path(cfg.ckpt_path).expanduser().is_file():
-        raise D3SRError(f"ckpt_path={cfg.ckpt_path} does not exist")
+    if cfg.get("ckpt_path"):
+        if not Path(cfg.ckpt_path).expanduser().is_file():
+            raise D3SRError(f"ckpt_path={cfg.ckpt_path} does not exist")
+        load_checkpoint(cfg.ckpt_path)  # a truncated file or another project's checkpoint: one error line, before work
     L.seed_everything(cfg.seed, workers=True)
     if cfg.get("matmul_precision"):
         torch.set_float32_matmul_precision(cfg.matmul_precision)
