@@ -113,9 +113,27 @@ def test_missing_weights_give_one_message_naming_what_and_how(tmp_path):
     with pytest.raises(D3SRError) as info:
         pretrained(str(tmp_path / "nowhere"), kind="sdxl", env_var="D3SR_SDXL", local_files_only=True)
     message = str(info.value)
-    assert "SDXL" in message and "D3SR_SDXL" in message and "text_encoder_2" in message and "hf download" in message
-    with pytest.raises(D3SRError, match="hub id 'someone/missing-model'"):
+    # A value that names a folder is reported as a missing folder, not looked up as a hub id.
+    assert "SDXL" in message and "D3SR_SDXL" in message and "text_encoder_2" in message
+    assert f"the local folder {tmp_path / 'nowhere'} does not exist" in message and "hub id '" not in message
+    with pytest.raises(D3SRError, match="hub id 'someone/missing-model'.*\n.*\nFix: .*hf download"):
         pretrained("someone/missing-model", kind="sd", local_files_only=True)
+
+
+@pytest.mark.parametrize(
+    "value, is_path",
+    [
+        ("/models/sd21", True),
+        ("./sd21", True),
+        ("~/sd21", True),
+        ("a/b/c", True),
+        ("stabilityai/stable-diffusion-2-1-base", False),
+    ],
+)
+def test_folder_values_are_told_from_hub_ids(value, is_path):
+    from d3sr.models.loading import looks_like_path
+
+    assert looks_like_path(value) == is_path
 
 
 def test_v_prediction_base_is_refused(sd_folder, tmp_path):

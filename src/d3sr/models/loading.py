@@ -47,8 +47,20 @@ def _alphas_cumprod(scheduler: DDPMScheduler) -> torch.Tensor:
     return scheduler.alphas_cumprod.detach().clone().float()
 
 
+def looks_like_path(model: str) -> bool:
+    """True for a value that names a folder rather than a hub id ('owner/name'): /abs, ./rel, ~/x, a/b/c, C:\\x."""
+    text = str(model)
+    return text.startswith(("/", ".", "~")) or "\\" in text or text.count("/") > 1 or Path(text).expanduser().exists()
+
+
 def _missing_weights_message(what: str, model: str, subfolders: list[str], env_var: str, error: Exception) -> str:
     is_dir = Path(model).expanduser().is_dir()
+    if looks_like_path(model) and not is_dir:
+        return (
+            f"Could not load the {what} weights: the local folder {model} does not exist.\n"
+            f"Fix: point {env_var} (or the matching paths.* config key) at a diffusers folder with the subfolders "
+            f"{', '.join(subfolders)}, or at a hub id such as stabilityai/stable-diffusion-2-1-base."
+        )
     where = f"the local folder {model}" if is_dir else f"the hub id {model!r} (Hugging Face cache: {_hf_cache()})"
     return (
         f"Could not load the {what} weights from {where}: {type(error).__name__}: {str(error).splitlines()[0]}\n"
