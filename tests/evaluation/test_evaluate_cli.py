@@ -81,6 +81,18 @@ def test_missing_pair_is_a_clear_error_with_exit_2(pairs, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["set"]  # Hydra wrote nothing (no outputs/, .hydra, logs)
 
 
+def test_images_smaller_than_the_ssim_window_are_one_clear_error(run, tmp_path, capsys):
+    for folder in ("sr", "hr"):
+        (tmp_path / folder).mkdir()
+        Image.new("RGB", (8, 8), (90, 120, 30)).save(tmp_path / folder / "tiny.png")
+    overrides = [f"sr={tmp_path / 'sr'}", f"hr={tmp_path / 'hr'}", "metrics=[psnr,ssim]", f"output={tmp_path / 'o'}"]
+    with pytest.raises(SystemExit) as exited:
+        run(overrides)
+    assert exited.value.code == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: cannot score") and "tiny.png (8×8 px" in error and "SSIM: 11 px" in error
+
+
 def test_size_mismatch_errors_or_crops(run, pairs, tmp_path, capsys):
     sr, hr = pairs
     Image.open(sr / "chelsea.png").crop((0, 0, 76, 60)).save(sr / "chelsea.png")

@@ -182,7 +182,14 @@ def evaluate_folders(
                 notes.append(note)
         row = {"image": stem, "sr": sr_path.name, "hr": hr_path.name if hr_path else "",
                "width": sr.shape[-1], "height": sr.shape[-2], "aligned": "cropped" if note else ""}  # fmt: skip
-        row.update(suite(sr, hr))
+        try:
+            row.update(suite(sr, hr))
+        except RuntimeError as error:  # e.g. an image smaller than SSIM's 11×11 window
+            raise D3SRError(
+                f"cannot score {sr_path} ({sr.shape[-1]}×{sr.shape[-2]} px, crop_border={crop_border}): "
+                f"{str(error).splitlines()[0]}. Images must be larger than every metric's window (SSIM: 11 px "
+                "after crop_border); remove this image or the metric"
+            ) from error
         rows.append(row)
 
     means = {name: _mean([row[name] for row in rows]) for name in suite.names}
