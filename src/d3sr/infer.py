@@ -12,6 +12,7 @@ exit status is then 1 (2 when the only named file is unreadable, and for every s
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -76,8 +77,20 @@ def collect_sources(input_spec: str) -> tuple[list[Source], Path | None]:
     raise D3SRError(f"input={input_spec} does not exist (give an image file, a folder, or 'embedded')")
 
 
+def check_output_folder(output: Path) -> None:
+    """D3SRError unless `output` is, or can be created as, a writable folder (checked before the model loads)."""
+    if output.exists() and not output.is_dir():
+        raise D3SRError(f"output={output} is a file, not a folder")
+    existing = next(p for p in (output, *output.parents) if p.exists())
+    if not existing.is_dir():
+        raise D3SRError(f"output={output} cannot be created: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise D3SRError(f"output={output} cannot be written: no write permission in {existing}")
+
+
 def output_paths(sources: list[Source], input_dir: Path | None, output: Path) -> list[Path]:
     """`output/<name>.png` per source; D3SRError if any would overwrite an input or another output."""
+    check_output_folder(output)
     if input_dir is not None and output.resolve() == input_dir.resolve():
         raise D3SRError(f"output={output} is the input folder: choose another folder (inputs are never overwritten)")
     paths = [output / f"{source.name}.png" for source in sources]

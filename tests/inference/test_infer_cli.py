@@ -95,6 +95,17 @@ def test_collisions_and_the_input_folder_are_refused(trained, inputs, tmp_path, 
     assert digest(inputs) == before
 
 
+def test_an_output_that_cannot_be_a_folder_is_refused_before_the_model_loads(inputs, tmp_path, compose, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    missing_bundle = tmp_path / "no-bundle"  # loading it would fail: the output check must come first
+    for output, message in [(blocker, "is a file, not a folder"), (blocker / "sub", f"{blocker} is a file")]:
+        assert run_cli(compose, f"bundle={missing_bundle}", f"input={inputs}", f"output={output}") == 2
+        error = capsys.readouterr().err
+        assert message in error and "no-bundle" not in error, error
+    assert blocker.read_text() == "not a folder"
+
+
 def test_unreadable_files_are_skipped_with_status_1(trained, tmp_path, compose, capsys):
     folder = tmp_path / "in"
     folder.mkdir()
