@@ -61,6 +61,11 @@ def test_inputs_and_outputs_keep_their_kind(pipe):
     assert [o.size for o in outs] == [(20, 28), (12, 16)]
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         pipe(single * 255)
+    broken = single.clone()
+    broken[0, 2, 3], broken[1, 0, 0] = float("nan"), float("inf")
+    for call in (pipe, lambda x: pipe.super_resolve(x[None])):
+        with pytest.raises(ValueError, match="2 NaN or infinite value"):
+            call(broken)
     with pytest.raises(TypeError):
         pipe("image.png")
 

@@ -106,6 +106,9 @@ class D3SRPipeline:
         """
         options = self.options.replace(**changes)
         lq = lq.to(self.device, torch.float32)
+        if not torch.isfinite(lq).all():
+            bad = int((~torch.isfinite(lq)).sum())
+            raise ValueError(f"the input holds {bad} NaN or infinite value(s); images must be finite, in [0, 1]")
         # The generator's input (bicubic ×4, padded to ×8, [-1, 1]); the stages, tiled; crop; colour fix.
         sr = run_generator(self.generator, generator_input(lq), options.tile_size, options.tile_overlap)
         up = upsample_lq(lq)
