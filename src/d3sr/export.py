@@ -21,7 +21,8 @@ def run(cfg: DictConfig) -> Path:
     """Check the command line and export."""
     if not cfg.get("ckpt") or not cfg.get("output"):
         raise D3SRError("usage: python -m d3sr.export ckpt=PATH/TO/last.ckpt output=BUNDLE_DIR [merge=true]")
-    output = export_bundle(cfg.ckpt, cfg.output, cfg.merge, cfg.overwrite, cfg.get("base_model"), cfg.use_ema)
+    output = export_bundle(cfg.ckpt, cfg.output, cfg.merge, cfg.overwrite, cfg.get("base_model"), cfg.use_ema,
+                           cfg.get("evaluation"))  # fmt: skip
     kind = ("merged UNet" if cfg.merge else "LoRA") + (", EMA weights" if cfg.use_ema else "")
     print(f"Exported {cfg.ckpt} → {output} ({kind}); load with D3SRPipeline.from_pretrained({str(output)!r})")
     return output

@@ -17,7 +17,7 @@ from d3sr.models.saved_generator import export_bundle
 
 def test_bundle_holds_lora_embedding_and_description(trained):
     files = {p.name for p in trained.bundle.iterdir()}
-    assert files == {"d3sr_bundle.json", "pytorch_lora_weights.safetensors", "prompt_embeds.safetensors"}
+    assert files == {"d3sr_bundle.json", "pytorch_lora_weights.safetensors", "prompt_embeds.safetensors", "README.md"}
     info = json.loads((trained.bundle / "d3sr_bundle.json").read_text())
     gen = trained.generator
     spec = info["generator"]
@@ -55,7 +55,8 @@ def test_lora_file_is_what_diffusers_loaders_read(trained):
 def test_merged_bundle_holds_a_diffusers_unet(trained):
     from diffusers import UNet2DConditionModel
 
-    assert {p.name for p in trained.merged.iterdir()} == {"d3sr_bundle.json", "prompt_embeds.safetensors", "unet"}
+    assert {p.name for p in trained.merged.iterdir()} == {"d3sr_bundle.json", "prompt_embeds.safetensors", "unet",
+                                                          "README.md"}  # fmt: skip
     unet = UNet2DConditionModel.from_pretrained(trained.merged / "unet").eval()
     assert not any("lora" in name for name, _ in unet.named_parameters())
     z, t = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(1)), torch.tensor([399])
@@ -90,3 +91,31 @@ def test_export_command_line_config(trained, tmp_path, compose):
         run(compose([], config_name="export"))
     with pytest.raises(D3SRError, match="does not exist"):
         export_bundle(tmp_path / "missing.ckpt", tmp_path / "c")
+
+
+def test_bundle_model_card_has_hub_metadata_and_the_training_summary(trained, tmp_path):
+    import yaml
+
+    text = (trained.bundle / "README.md").read_text()
+    _, header, body = text.split("---\n", 2)
+    meta = yaml.safe_load(header)
+    assert meta["library_name"] == "diffusers" and "super-resolution" in meta["tags"]
+    assert meta["license"] == "apache-2.0" and "base_model" not in meta  # a random test preset, no hub base
+    assert "iteration: 1" in body and "T_L = 399" in body and "Not evaluated at export" in body
+    # A pretrained SD 2.1 base names its hub id and its licence; an evaluation summary is listed.
+    from d3sr.models.model_card import model_card
+
+    bundle = json.loads((trained.bundle / "d3sr_bundle.json").read_text())
+    bundle["generator"]["backbone"] = {"_target_": "d3sr.models.loading.pretrained",
+                                       "model": "stabilityai/stable-diffusion-2-1-base"}  # fmt: skip
+    summary = {"means": {"psnr_y": 24.11, "lpips": 0.2961}, "protocol": {"color": "y", "images": "whole"}}
+    card = model_card(bundle, {"loss": {"lambda_adv": 0.005}, "model": {"discriminator": None}}, summary)
+    meta = yaml.safe_load(card.split("---\n", 2)[1])
+    assert meta["base_model"] == "stabilityai/stable-diffusion-2-1-base" and meta["license"] == "openrail++"
+    assert "| psnr_y | 24.1100 |" in card and "λ1 (adversarial) 0.005" in card and "discriminator: none" in card
+
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    out = export_bundle(trained.checkpoint, tmp_path / "evaluated", evaluation=tmp_path / "summary.json")
+    assert "| lpips | 0.2961 |" in (out / "README.md").read_text()
+    with pytest.raises(D3SRError, match="not a readable summary.json"):
+        export_bundle(trained.checkpoint, tmp_path / "other", evaluation=tmp_path / "missing.json")

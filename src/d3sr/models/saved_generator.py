@@ -7,6 +7,7 @@ A `GeneratorSpec` says how to rebuild a OneStepGenerator without its weights: th
 An inference bundle is a folder:
 
     d3sr_bundle.json                   format, GeneratorSpec, weights ("lora" | "merged"), source checkpoint, version
+    README.md                          a Hugging Face model card (d3sr.models.model_card)
     prompt_embeds.safetensors          the fixed text embedding c ("prompt_embeds", (1, 77, 1024) for SD 2.1)
     pytorch_lora_weights.safetensors   the generator's UNet LoRA (weights "lora"), or
     unet/                              the UNet with the LoRA merged in (weights "merged", diffusers format)
@@ -37,6 +38,7 @@ import d3sr
 from d3sr.errors import D3SRError
 from d3sr.models.generator import OneStepGenerator
 from d3sr.models.loading import Backbone
+from d3sr.models.model_card import model_card
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,7 @@ BUNDLE_FORMAT_VERSION = 2
 LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
 PROMPT_EMBEDS = "prompt_embeds.safetensors"
 UNET_FOLDER = "unet"
+MODEL_CARD = "README.md"
 LORA_PREFIX = "unet."  # diffusers' pipeline-level LoRA files prefix the UNet's keys with its component name
 
 
@@ -162,7 +165,7 @@ def generator_from_checkpoint(
         raise D3SRError(f"{path}: generator tensors this model does not have (e.g. {unexpected[0]})")
     generator.load_state_dict(state, strict=False)
     info = {"source": str(path), "iteration": record.get("iteration"), "timestep": spec.timestep,
-            "d3sr_version": record.get("version"), "ema": use_ema}  # fmt: skip
+            "d3sr_version": record.get("version"), "ema": use_ema, "config": record.get("config")}  # fmt: skip
     return generator, info
 
 
@@ -217,16 +220,26 @@ def export_bundle(
     overwrite: bool = False,
     base_model: str | None = None,
     use_ema: bool = False,
+    evaluation: str | Path | None = None,
 ) -> Path:
     """Write the inference bundle of training checkpoint `ckpt` to the folder `output` (atomically); returns it.
 
     use_ema: export the EMA weights the checkpoint holds (d3sr.callbacks.EMA) instead of the trained ones.
+    evaluation: a `summary.json` of `python -m d3sr.evaluate` whose results the model card lists.
     """
     ckpt, output = Path(ckpt).expanduser(), Path(output).expanduser()
     if output.exists() and not output.is_dir():
         raise D3SRError(f"output={output} exists and is not a folder")
     if output.is_dir() and any(output.iterdir()) and not overwrite:
         raise D3SRError(f"output={output} is not empty; choose another folder or pass overwrite=true")
+    summary = None
+    if evaluation:
+        try:
+            summary = json.loads(Path(evaluation).expanduser().read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise D3SRError(
+                f"evaluation={evaluation} is not a readable summary.json of d3sr.evaluate: {error}"
+            ) from error
     generator, info = generator_from_checkpoint(ckpt, base_model, use_ema)
     bundle = {
         "format": "d3sr-bundle",
@@ -257,6 +270,7 @@ def export_bundle(
         else:
             save_lora(generator.unet, staging)
         (staging / BUNDLE_JSON).write_text(json.dumps(bundle, indent=2) + "\n")
+        (staging / MODEL_CARD).write_text(model_card(bundle, info["config"], summary))
         _replace_folder(staging, output)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
