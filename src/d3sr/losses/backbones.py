@@ -67,11 +67,19 @@ def imagenet_features(
 
 
 class FrozenPerceptualNetwork(nn.Module):
-    """Base of the perceptual distances (DISTS, LPIPS): always in eval mode, and one check of the image pair."""
+    """Base of the perceptual distances (DISTS, LPIPS): always eval, runs its `stages`, checks the image pair."""
 
     def train(self, mode: bool = True) -> FrozenPerceptualNetwork:
         """Always eval: the loss network never changes behaviour."""
         return super().train(False)
+
+    def stage_outputs(self, h: torch.Tensor) -> list[torch.Tensor]:
+        """The output of each of `self.stages` in turn, from the normalised input h."""
+        outputs = []
+        for stage in self.stages:
+            h = stage(h)
+            outputs.append(h)
+        return outputs
 
     def check_pair(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """ValueError unless x and y are (B, 3, H, W) tensors of one shape."""

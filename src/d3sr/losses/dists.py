@@ -72,11 +72,7 @@ class DISTS(FrozenPerceptualNetwork):
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The image and the five VGG stage outputs."""
-        feats, h = [x], (x - self.mean) / self.std
-        for stage in self.stages:
-            h = stage(h)
-            feats.append(h)
-        return feats
+        return [x, *self.stage_outputs((x - self.mean) / self.std)]
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         self.check_pair(x, y)

@@ -70,11 +70,7 @@ class LPIPS(FrozenPerceptualNetwork):
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The five stage outputs (relu1 … relu5) for images in [0, 1]."""
-        feats, h = [], (2 * x - 1 - self.shift) / self.scale
-        for stage in self.stages:
-            h = stage(h)
-            feats.append(h)
-        return feats
+        return self.stage_outputs((2 * x - 1 - self.shift) / self.scale)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         self.check_pair(x, y)
