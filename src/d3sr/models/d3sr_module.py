@@ -36,6 +36,11 @@ log = logging.getLogger(__name__)
 EMBEDDING_BUFFERS = ("generator.prompt_embeds", "discriminator.prompt_embeds", "discriminator.pooled_prompt_embeds")
 
 
+def _as_list(objects) -> list:
+    """Lightning returns a bare optimizer / scheduler, not a list, when there is only one (no discriminator)."""
+    return objects if isinstance(objects, list) else [objects]
+
+
 class D3SRModule(L.LightningModule):
     """Both networks, the losses, the G/D alternation and logging.
 
@@ -151,9 +156,12 @@ class D3SRModule(L.LightningModule):
         return optimizers, [self.lr_scheduler(optimizer=optimizer) for optimizer in optimizers]
 
     def _optimizer(self, index: int):
-        """Optimizer 0 (G) or 1 (D); Lightning returns a bare optimizer, not a list, when there is only G's."""
-        optimizers = self.optimizers()
-        return optimizers[index] if isinstance(optimizers, list) else optimizers
+        """Optimizer 0 (G) or 1 (D)."""
+        return _as_list(self.optimizers())[index]
+
+    def _fake(self, sr: torch.Tensor, z_sr: torch.Tensor) -> torch.Tensor:
+        """What the discriminator judges of the generator's output: the image x̂_H (pixel D) or the latent ẑ_H."""
+        return sr if self.discriminator.space == "pixel" else z_sr
 
     @property
     def iteration(self) -> int:
@@ -175,17 +183,17 @@ class D3SRModule(L.LightningModule):
         logs, sr, z_sr = self._generator_step(lq, target, step_now)
         if self.discriminator is not None:
             # The discriminator's fake and real inputs: latents ẑ_H and E(x_H), or the images x̂_H and x_H.
+            fake = self._fake(sr, z_sr).detach()
             if self.discriminator.space == "pixel":
-                fake, real = sr.detach(), gt
+                real = gt
             else:
                 with torch.no_grad():
-                    fake, real = z_sr.detach(), self.generator.encode(gt).float()
+                    real = self.generator.encode(gt).float()
             for _ in range(self.d_steps_per_g_step):
                 logs.update(self._discriminator_step(fake, real, step_now))
         # One learning-rate step per iteration for every optimizer (manual optimization steps them by hand).
         if step_now and self.lr_scheduler is not None:
-            schedulers = self.lr_schedulers()
-            for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
+            for scheduler in _as_list(self.lr_schedulers()):
                 scheduler.step()
             logs["train/lr_g"] = torch.tensor(self._optimizer(0).param_groups[0]["lr"])
         self.log("train/g/loss", logs.pop("train/g/loss"), prog_bar=True, batch_size=lq.shape[0])
@@ -214,9 +222,7 @@ class D3SRModule(L.LightningModule):
             if self.discriminator is None:
                 adversarial = sr.new_zeros((), dtype=torch.float32)
             else:
-                adversarial = generator_adversarial_loss(
-                    self.discriminator(sr if self.discriminator.space == "pixel" else z_sr)
-                )
+                adversarial = generator_adversarial_loss(self.discriminator(self._fake(sr, z_sr)))
             total = self.loss.total(terms, adversarial)
             self._step(optimizer, total, step_now)
         logs = {"train/g/loss": total, "train/g/mse": terms["mse"], "train/g/ea_dists": terms["ea_dists"],
