@@ -13,7 +13,7 @@ install: $(STAMP)  ## .venv with d3sr (editable) and its metrics/dev extras
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[metrics,dev]"
+	$(BIN)/python -m pip install --quiet -e ".[metrics,app,sweeps,dev]"
 	touch $(STAMP)
 
 demo: install  ## fine-tune the shipped tiny pretrained backbone with D³SR (CPU, ~2–3 min), upscale, score held-out photos
