@@ -131,3 +131,14 @@ def test_maniqa_backbone_is_built_without_imagenet_weights(monkeypatch):
     assert isinstance(backbone, torch.nn.Identity)
     assert calls == [("vit_base_patch8_224", {"pretrained": False})]
     assert maniqa_arch.timm is timm  # put back
+
+
+def test_suite_lists_every_missing_file_at_once(empty_hub):
+    from d3sr.evaluation.suite import MetricSuite
+
+    with pytest.raises(D3SRError) as raised:
+        MetricSuite(["lpips", "dists", "musiq"], device="cpu")
+    message = str(raised.value)
+    expected = [f.name for m in ("lpips", "dists", "musiq") for f in WEIGHT_FILES[m]]
+    assert len(expected) >= 3
+    assert all(name in message for name in expected), message

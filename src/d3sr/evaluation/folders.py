@@ -25,6 +25,7 @@ from d3sr.evaluation.suite import (
     metric_variant,
     pyiqa_version,
 )
+from d3sr.evaluation.weights import require_weights
 from d3sr.images import IMAGE_EXTENSIONS, UNREADABLE, list_image_files, read_image
 from d3sr.options import check_choice, check_positive, resolve_device
 
@@ -167,6 +168,7 @@ def evaluate_folders(
         fr = [n for n in names if METRICS[n].full_reference]
         raise D3SRError(f"full-reference metric(s) {', '.join(fr)} need hr=<folder of ground-truth images>")
     pairs, notes = pair_images(sr_dir, hr_dir if needs_hr else None)
+    require_weights(names)  # FID's files too: everything missing in one message, before any metric is built
     suite = MetricSuite(names, device=device, color=color, crop_border=crop_border)
 
     rows = []

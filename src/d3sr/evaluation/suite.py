@@ -172,6 +172,7 @@ class MetricSuite:
         self.device = resolve_device(device)
         self.color = check_choice("color", color, COLORS)
         self.crop_border = int(check_positive("crop_border", crop_border, allow_zero=True))
+        require_weights(self.names)  # every missing file of every metric in one message
         self.models = {name: build_metric(name, self.device, color) for name in self.names}
 
     @property

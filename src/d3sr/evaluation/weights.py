@@ -145,9 +145,10 @@ def missing_message(missing: list[WeightStatus]) -> str:
     return "\n".join(lines)
 
 
-def require_weights(metric: str) -> None:
-    """Raise D3SRError listing the missing files of `metric` (exact names, folders, URLs); return if all present."""
-    report = check_weights([metric])
+def require_weights(metrics: str | Iterable[str]) -> None:
+    """Raise D3SRError listing every missing file of `metrics` at once (exact names, folders, URLs); return if all
+    are present."""
+    report = check_weights([metrics] if isinstance(metrics, str) else metrics)
     if not report.ok:
         raise D3SRError(missing_message(report.missing))
 

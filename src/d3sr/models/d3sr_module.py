@@ -19,7 +19,7 @@ import lightning as L
 import torch
 from torch import nn
 
-from d3sr.errors import ConfigError, D3SRError
+from d3sr.errors import ConfigError, D3SRError, user_error
 from d3sr.images import from_model_range, generator_input, to_model_range
 from d3sr.losses.adversarial import discriminator_adversarial_loss, generator_adversarial_loss
 from d3sr.losses.objective import D3SRLoss
@@ -108,7 +108,26 @@ class D3SRModule(L.LightningModule):
         from hydra.utils import instantiate
         from omegaconf import OmegaConf
 
-        module = instantiate(cfg.model, loss=instantiate(cfg.loss))
+        # Build the three weight-bearing parts separately, so that missing weights (the loss network's, SD's,
+        # SDXL's) are reported together in one message instead of one per attempt.
+        parts, problems = {}, []
+        for name, node in (("loss", cfg.loss), ("generator", cfg.model.generator),
+                           ("discriminator", cfg.model.get("discriminator"))):  # fmt: skip
+            if node is None:
+                parts[name] = None
+                continue
+            try:
+                parts[name] = instantiate(node)
+            except Exception as error:  # noqa: BLE001 - the user's errors are gathered, others re-raised
+                cause = user_error(error)
+                if cause is None:
+                    raise
+                problems.append(f"[{name if name == 'loss' else 'model.' + name}] {cause}")
+        if len(problems) == 1:
+            raise D3SRError(problems[0].split("] ", 1)[1])
+        if problems:
+            raise D3SRError(f"{len(problems)} parts of this run cannot be built:\n" + "\n".join(problems))
+        module = instantiate(cfg.model, **parts)
         module.config = OmegaConf.to_container(cfg, resolve=True)
         return module
 
