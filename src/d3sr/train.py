@@ -44,7 +44,26 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
     """The Lightning Trainer with the configured callbacks and loggers."""
     callbacks = [instantiate(c) for c in _configured_objects(cfg, "callbacks")]
     loggers = [instantiate(c) for c in _configured_objects(cfg, "logger")]
-    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    allow_unused_parameters(trainer)
+    return trainer
+
+
+def allow_unused_parameters(trainer: L.Trainer) -> None:
+    """Let DDP accept parameters without gradients in a backward, whatever DDP strategy Lightning picked.
+
+    The G step's backward reaches the generator's LoRA only and the D step's the discriminator's, so DDP must look
+    for unused parameters. `trainer=ddp` asks for it by name; with `trainer.devices>1` alone Lightning picks plain
+    `ddp` (or `ddp_spawn`, `ddp_notebook`), which would stop at the first step. Its DDP wrapper is built at fit time
+    from the strategy's DDP keyword arguments, so setting the flag here covers every launch.
+    """
+    from lightning.pytorch.strategies import DDPStrategy
+
+    strategy = trainer.strategy
+    if isinstance(strategy, DDPStrategy) and not strategy._ddp_kwargs.get("find_unused_parameters"):
+        strategy._ddp_kwargs["find_unused_parameters"] = True
+        log.info("DDP on %d processes: find_unused_parameters=True (G and D steps each use one network)",
+                 trainer.world_size)  # fmt: skip
 
 
 def _configured_objects(cfg: DictConfig, group: str) -> list[DictConfig]:
