@@ -126,7 +126,7 @@ class D3SRModule(L.LightningModule):
         if len(problems) == 1:
             raise D3SRError(problems[0].split("] ", 1)[1])
         if problems:
-            raise D3SRError(f"{len(problems)} parts of this run cannot be built:\n" + "\n".join(problems))
+            raise D3SRError(f"{len(problems)} parts of this run cannot be built: " + "\n".join(problems))
         module = instantiate(cfg.model, **parts)
         module.config = OmegaConf.to_container(cfg, resolve=True)
         return module
