@@ -15,8 +15,10 @@ def test_every_missing_weight_source_in_one_message(compose, tmp_path, monkeypat
     with pytest.raises(D3SRError) as raised:
         D3SRModule.from_config(cfg)
     message = str(raised.value)
-    assert message.startswith("3 parts of this run cannot be built")
-    assert "vgg16-397923af.pth" in message  # the perceptual loss's VGG16 (TORCH_HOME is empty in tests)
+    # The loss network's VGG16 first (TORCH_HOME is empty in tests), then SD 2.1's and SDXL's folders.
+    assert message.startswith("ImageNet VGG16 weights for DISTS not found") and "vgg16-397923af.pth" in message
+    assert "2 more part(s) of this run cannot be built:\n[model.generator] " in message
+    assert "\n[model.discriminator] " in message
     assert f"{tmp_path / 'no_sd21'} does not exist" in message
     assert f"{tmp_path / 'no_sdxl'} does not exist" in message
 

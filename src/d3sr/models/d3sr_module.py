@@ -122,11 +122,12 @@ class D3SRModule(L.LightningModule):
                 cause = user_error(error)
                 if cause is None:
                     raise
-                problems.append(f"[{name if name == 'loss' else 'model.' + name}] {cause}")
-        if len(problems) == 1:
-            raise D3SRError(problems[0].split("] ", 1)[1])
+                problems.append((name if name == "loss" else f"model.{name}", cause))
         if problems:
-            raise D3SRError(f"{len(problems)} parts of this run cannot be built: " + "\n".join(problems))
+            # The first problem as it would be said alone, then the others, each named by its config node.
+            others = "".join(f"\n[{where}] {cause}" for where, cause in problems[1:])
+            more = f"\n{len(problems) - 1} more part(s) of this run cannot be built:{others}" if others else ""
+            raise D3SRError(f"{problems[0][1]}{more}")
         module = instantiate(cfg.model, **parts)
         module.config = OmegaConf.to_container(cfg, resolve=True)
         return module
