@@ -23,7 +23,6 @@ import platform
 import sys
 import time
 import traceback
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,7 +41,7 @@ from d3sr.models.loading import tiny
 from d3sr.models.saved_generator import fuse_lora
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from degradation import hr_crops, load_degradation  # noqa: E402
+from degradation import hr_crops, load_degradation, timed  # noqa: E402
 from train_step import RandomPairs, StepTimer, build_module, random_backbone  # noqa: E402
 
 SECTIONS = ("inference", "tiled", "training", "degradation")
@@ -69,11 +68,6 @@ QUICK = Sizes(output=64, batches=(1, 2), tiled_output=128, tile_size=64, crop=64
               degradation_size=64, degradation_batch=2, repeats=1, compile=False)  # fmt: skip
 
 
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 def reset_peak(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
@@ -82,18 +76,6 @@ def reset_peak(device: str) -> None:
 
 def peak_gib(device: str) -> float | None:
     return torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else None
-
-
-def timed(fn: Callable[[], object], device: str, repeats: int, warmup: int = 1) -> float:
-    """Mean seconds per call of fn after `warmup` calls."""
-    for _ in range(warmup):
-        fn()
-    sync(device)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    sync(device)
-    return (time.perf_counter() - start) / repeats
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -129,8 +111,8 @@ def inference(sizes: Sizes, device: str, quick: bool) -> list[dict]:
         for batch in sizes.batches:
             lq = torch.rand(batch, 3, sizes.output // 4, sizes.output // 4, device=device)
             reset_peak(device)
-            seconds = timed(lambda lq=lq, pipe=pipe: pipe.super_resolve(lq), device, sizes.repeats,
-                            warmup=2 if compile_ else 1)  # fmt: skip
+            seconds = timed(lambda lq=lq, pipe=pipe: pipe.super_resolve(lq), sizes.repeats, 2 if compile_ else 1,
+                            device)  # fmt: skip
             rows.append({"variant": name, "output": f"{sizes.output}²", "batch": batch,
                          "s_per_image": seconds / batch, "peak_gib": peak_gib(device)})  # fmt: skip
         del pipe
@@ -146,7 +128,7 @@ def tiled(sizes: Sizes, device: str, quick: bool) -> list[dict]:
     for output in (sizes.tile_size, sizes.tiled_output):
         lq = torch.rand(1, 3, output // 4, output // 4, device=device)
         reset_peak(device)
-        seconds = timed(lambda lq=lq: pipe.super_resolve(lq), device, 1)
+        seconds = timed(lambda lq=lq: pipe.super_resolve(lq), 1, 1, device)
         rows.append({"output": f"{output}²", "tile_size": sizes.tile_size, "dtype": str(dtype).removeprefix("torch."),
                      "seconds": seconds, "peak_gib": peak_gib(device)})  # fmt: skip
     if rows[0]["peak_gib"]:
@@ -156,15 +138,15 @@ def tiled(sizes: Sizes, device: str, quick: bool) -> list[dict]:
 
 def training_module(quick: bool, device: str, lowmem: bool) -> D3SRModule:
     """The paper's module (full size, bf16 frozen weights) or, with --quick, the same classes at tiny size."""
+    accumulate = 4 if lowmem else 1
     if not quick:
-        module = build_module("sdxl", device, "bf16", checkpointing=lowmem)
+        module = build_module("sdxl", device, "bf16", checkpointing=lowmem, accumulate_grad_batches=accumulate)
     else:
         g = OneStepGenerator(tiny("sd"), lora_rank=4, gradient_checkpointing=lowmem)
         d = DiffusionDiscriminator(tiny("sdxl", with_vae=False), lora_rank=4, gradient_checkpointing=lowmem)
         loss = D3SRLoss(EADISTS(DISTS(pretrained_backbone=False)), lambda_ea_dists=1.0, lambda_adv=0.005)
-        module = D3SRModule(g, d, loss, torch.optim.AdamW, torch.optim.AdamW)
+        module = D3SRModule(g, d, loss, torch.optim.AdamW, torch.optim.AdamW, accumulate_grad_batches=accumulate)
         module.optimizer_g = module.optimizer_d = lambda params: torch.optim.AdamW(params, lr=5e-5)
-    module.accumulate_grad_batches = 4 if lowmem else 1
     return module
 
 
@@ -199,7 +181,7 @@ def degradation(sizes: Sizes, device: str, quick: bool) -> list[dict]:
     crops = hr_crops(sizes.degradation_batch, sizes.degradation_size)
     samples = [{"gt": g, **pipeline.sample(np.random.default_rng(i))} for i, g in enumerate(crops)]
     batch = {k: v.to(device) for k, v in default_collate(samples).items()}
-    seconds = timed(lambda: pipeline(batch), device, sizes.repeats)
+    seconds = timed(lambda: pipeline(batch), sizes.repeats, 1, device)
     return [{"pipeline": "Real-ESRGAN (device, batched)", "size": f"{sizes.degradation_size}²",
              "batch": sizes.degradation_batch, "images_per_s": sizes.degradation_batch / seconds}]  # fmt: skip
 

@@ -61,14 +61,17 @@ def random_backbone(name: str, with_vae: bool, device: str, dtype: torch.dtype, 
     return Backbone(unet, shapes.alphas_cumprod, embeds, vae, {"benchmark": name})
 
 
-def build_module(discriminator: str, device: str, frozen_dtype: str, checkpointing: bool) -> D3SRModule:
+def build_module(
+    discriminator: str, device: str, frozen_dtype: str, checkpointing: bool, accumulate_grad_batches: int = 1
+) -> D3SRModule:
     """The full-size D3SRModule (SD 2.1-base G, `discriminator` D, EA-DISTS with a random VGG16), random weights."""
     dtype = torch.bfloat16 if frozen_dtype == "bf16" else torch.float32
     generator = OneStepGenerator(random_backbone("sd21", True, device, dtype), gradient_checkpointing=checkpointing)
     d_backbone = random_backbone(discriminator, False, device, dtype, up_path=False)
     critic = DiffusionDiscriminator(d_backbone, gradient_checkpointing=checkpointing)
     loss = D3SRLoss(EADISTS(DISTS(pretrained_backbone=False)), lambda_ea_dists=1.0, lambda_adv=0.005)
-    module = D3SRModule(generator, critic, loss, torch.optim.AdamW, torch.optim.AdamW, frozen_dtype=frozen_dtype)
+    module = D3SRModule(generator, critic, loss, torch.optim.AdamW, torch.optim.AdamW, frozen_dtype=frozen_dtype,
+                        accumulate_grad_batches=accumulate_grad_batches)  # fmt: skip
     module.optimizer_g = module.optimizer_d = lambda params: torch.optim.AdamW(params, lr=5e-5)
     return module.to(device)
 
