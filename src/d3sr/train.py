@@ -9,8 +9,10 @@ from pathlib import Path
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
+from d3sr.callbacks import use_atomic_checkpoints
 from d3sr.commands import hydra_command
 from d3sr.errors import ConfigError, D3SRError
 from d3sr.models import D3SRModule
@@ -46,6 +48,7 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
     loggers = [instantiate(c) for c in _configured_objects(cfg, "logger")]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     allow_unused_parameters(trainer)
+    use_atomic_checkpoints(trainer)  # a failed or interrupted save leaves the previous last.ckpt intact
     return trainer
 
 
@@ -110,16 +113,25 @@ def train(cfg: DictConfig) -> dict:
     check_optimized_metric(cfg, module, datamodule.val_set is not None)
     trainer = build_trainer(cfg)
 
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    # SIGTERM/SIGUSR1 (d3sr.callbacks.Preemption: last.ckpt saved first) end `fit` with Lightning's SIGTERMException.
+    preempted = False
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    except SIGTERMException:
+        preempted = True
     metric_name = cfg.get("optimized_metric")
-    if metric_name and metric_name not in trainer.callback_metrics and datamodule.val_set is not None:
+    has_val = datamodule.val_set is not None
+    if metric_name and metric_name not in trainer.callback_metrics and has_val and not preempted:
         trainer.validate(module, datamodule=datamodule, verbose=False)
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     checkpoint = getattr(trainer.checkpoint_callback, "last_model_path", "") or None
     result = {"metrics": metrics, "checkpoint": checkpoint, "output_dir": str(cfg.paths.output_dir),
-              "iterations": module.iteration}  # fmt: skip
+              "iterations": module.iteration, "preempted": preempted}  # fmt: skip
     if trainer.is_global_zero:
+        if preempted:
+            log.info("Stopped by a signal at iteration %d; resume with ckpt_path=%s", module.iteration,
+                     checkpoint or "(no checkpoint was saved: callbacks.preemption is off)")  # fmt: skip
         shown = ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()) if k.startswith("val/"))
         log.info("Finished %d iterations. Metrics: %s", module.iteration, shown or "none")
         log.info("Logs: %s  (view: tensorboard --logdir %s)", cfg.paths.output_dir, cfg.paths.output_dir)

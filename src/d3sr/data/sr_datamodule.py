@@ -3,19 +3,25 @@
 Dataset workers do the cheap per-image work (decode, crop, flip, draw degradation parameters);
 `on_after_batch_transfer` runs the batched degradation on the device under no-grad, so a GPU never waits on the
 workers for the heavy part. Batches hold `gt` (B, 3, H, W) and `lq` (B, 3, H/scale, W/scale) in [0, 1] and `index`;
-with USM (`degradation.usm.enabled`) also `gt_usm`, the sharpened `gt` that `lq` is made from.
+with USM (`degradation.usm.enabled`) also `gt_usm`, the sharpened `gt` that `lq` is made from. The loaders' batches
+also carry `image_index` (the source image of each crop), counted by `BrokenImages` before the transfer.
+
+Resume is exact: the training loader is checkpointed by Lightning (`ResumableDataLoader.state_dict`: epoch and batches
+consumed), every sample is a function of (seed, epoch, index), and no loader draws from the global RNGs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import itertools
+from collections.abc import Iterable, Iterator
 
 import lightning as L
 import numpy as np
 import torch
+from lightning.fabric.utilities.data import _set_sampler_epoch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from d3sr.data.datasets import SRSamples
+from d3sr.data.datasets import BrokenImages, SRSamples
 
 
 class EpochSeededSampler(Sampler):
@@ -56,11 +62,69 @@ class EpochIndexed(Dataset):
         return self.samples[index]
 
 
+class _SkipFirst:
+    """The batches of a batch sampler after the first `count`, once: index lists only, no image is read for them."""
+
+    def __init__(self, batches: Iterable[list[int]], count: int) -> None:
+        self.batches, self.count = batches, count
+
+    def __len__(self) -> int:
+        return len(self.batches)  # the epoch's length: Lightning counts the skipped batches as already fetched
+
+    def __iter__(self) -> Iterator[list[int]]:
+        count, self.count = self.count, 0
+        return itertools.islice(iter(self.batches), count, None)
+
+
+class ResumableDataLoader(DataLoader):
+    """A DataLoader that resumes mid-epoch: Lightning stores its `state_dict` in checkpoints and loads it on resume.
+
+    State: the sampler's epoch and the batches of it already consumed. After `load_state_dict` the next iteration sets
+    the sampler's epoch (before any worker prefetches; Lightning's own `set_epoch` comes after the iterator exists) and
+    skips the consumed batches' indices. Lightning's fetcher does not prefetch from a loader with a length, so the
+    batches handed out are the batches trained on. The skip is applied to the batch sampler, so under DDP each rank
+    skips its own shard's batches.
+    """
+
+    _skip = 0  # batches to skip at the next iteration (set by load_state_dict)
+    _consumed = 0  # batches handed out in the current epoch
+
+    def _epoch(self) -> int:
+        return int(getattr(self.batch_sampler.sampler, "epoch", 0))
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self._epoch(), "batches": self._consumed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        epoch, batches = int(state["epoch"]), int(state["batches"])
+        if batches >= len(self):  # saved after the last batch of an epoch: the next one starts from its beginning
+            epoch, batches = epoch + 1, 0
+        _set_sampler_epoch(self, epoch)
+        self._skip = batches
+
+    @property
+    def _index_sampler(self):
+        # torch's DataLoader iterators draw their batches of indices from `_index_sampler`.
+        batches = super()._index_sampler
+        return _SkipFirst(batches, self._skip) if self._skip else batches
+
+    def __iter__(self) -> Iterator:
+        self._consumed = self._skip
+        iterator = super().__iter__()
+        self._skip = 0
+        for batch in iterator:
+            self._consumed += 1
+            yield batch
+
+
 class SRDataModule(L.LightningDataModule):
     """Train/val HQ sources + a degradation → batches {'gt', 'lq', 'index'} (+ 'gt_usm' with USM) on the device.
 
     train, val: HQ sources (ImageFiles, EmbeddedPhotos, ...) returning (3, H, W) in [0, 1]; val may be None.
     degradation: an object with `sample(rng)` (CPU, per image) and `__call__(batch)` (device, batched).
+    min_image_size: training images whose shorter side is below this are broken (null: smaller images are padded).
+    max_broken_fraction: broken training images (unreadable or too small) are skipped and listed once per epoch; the
+    run stops once more than this fraction of them is broken.
     """
 
     def __init__(
@@ -78,6 +142,8 @@ class SRDataModule(L.LightningDataModule):
         flip: bool = True,
         seed: int = 0,
         pin_memory: bool = True,
+        min_image_size: int | None = None,
+        max_broken_fraction: float = 0.1,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -87,7 +153,11 @@ class SRDataModule(L.LightningDataModule):
         self.degradation = degradation
         self.batch_size, self.val_batch_size = batch_size, val_batch_size or batch_size
         self.num_workers, self.pin_memory = num_workers, pin_memory
-        self.train_set = SRSamples(train, crop_size, flip, crops_per_image, degradation.sample, seed)
+        self.train_set = SRSamples(train, crop_size, flip, crops_per_image, degradation.sample, seed,
+                                   min_size=min_image_size)  # fmt: skip
+        self.train_set.first_usable()  # a training set with no usable image stops here, not in a loader worker
+        self.broken = BrokenImages(self.train_set, max_broken_fraction)
+        self._reported_epoch: int | None = None
         self.val_set = None
         if val is not None:
             # Validation: fixed crops and degradations (epoch 0 always), so scores are comparable across epochs.
@@ -101,22 +171,43 @@ class SRDataModule(L.LightningDataModule):
                 "lower it or raise data.crops_per_image"
             )
 
-    def _loader(self, dataset: Dataset, batch_size: int, sampler: Sampler | None, drop_last: bool) -> DataLoader:
-        return DataLoader(
+    def _loader(
+        self, dataset: Dataset, batch_size: int, sampler: Sampler | None, drop_last: bool, cls: type = DataLoader
+    ) -> DataLoader:
+        # A loader's own generator seeds its workers, so creating an iterator draws nothing from the global RNG (the
+        # stream behind the discriminator's t and ε, restored on resume).
+        return cls(
             dataset, batch_size=batch_size, sampler=sampler, num_workers=self.num_workers, drop_last=drop_last,
             pin_memory=self.pin_memory and torch.cuda.is_available(), persistent_workers=False,
+            generator=torch.Generator().manual_seed(self.seed),
         )  # fmt: skip
 
     def train_dataloader(self) -> DataLoader:
         sampler = EpochSeededSampler(len(self.train_set), self.seed, shuffle=True)
-        return self._loader(EpochIndexed(self.train_set), self.batch_size, sampler, drop_last=True)
+        return self._loader(EpochIndexed(self.train_set), self.batch_size, sampler, True, ResumableDataLoader)
 
     def val_dataloader(self) -> DataLoader | list:
         if self.val_set is None:
             return []
         return self._loader(self.val_set, self.val_batch_size, None, drop_last=False)
 
+    def on_before_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        """Count the broken images a training batch skipped (on the host, before the transfer: no device sync)."""
+        if self.trainer is not None and self.trainer.training and "image_index" in batch:
+            epoch = self.trainer.current_epoch
+            if self._reported_epoch is not None and epoch != self._reported_epoch:
+                self.broken.report(self._reported_epoch)  # the first batch of a new epoch: report the last one
+            self._reported_epoch = epoch
+            self.broken.add(batch["index"], batch["image_index"])
+        return batch
+
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
-        """Degrade the HQ batch on its device (no-grad)."""
+        """Degrade the HQ batch on its device (no-grad); `image_index` has been counted and is dropped."""
+        batch = {key: value for key, value in batch.items() if key != "image_index"}
         with torch.no_grad():
             return self.degradation(batch)
+
+    def teardown(self, stage: str) -> None:
+        if stage == "fit" and self._reported_epoch is not None:
+            self.broken.report(self._reported_epoch)  # the last (often partial) epoch
+            self._reported_epoch = None

@@ -6,17 +6,23 @@ step, then `d_steps_per_g_step` discriminator steps on the same batch. Images: `
 Real-ESRGAN, MSE and the perceptual term aim at `gt_usm` and the discriminator's real images are the plain `gt`.
 `d3sr.images.generator_input` makes the generator's input (bicubic ×4, [-1, 1]), the same function inference calls.
 Gradient accumulation and clipping are done by hand (Lightning refuses them under manual optimization).
-Checkpoints hold only the trainable state and the fixed embeddings (see `on_save_checkpoint`).
+A step whose loss is NaN or inf is skipped (no backward, no update; all DDP ranks agree); `max_skipped_steps`
+iterations in a row with a skipped step stop the run. Checkpoints hold only the trainable state, the fixed embeddings
+and the RNG states (see `on_save_checkpoint`), so a resumed run draws the same t and ε as an uninterrupted one.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
+import torch.distributed as dist
+from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
 from torch import nn
 
 from d3sr.errors import ConfigError, D3SRError, user_error
@@ -34,11 +40,28 @@ log = logging.getLogger(__name__)
 
 # Buffers that are not trainable but must travel with checkpoints: the fixed text embeddings.
 EMBEDDING_BUFFERS = ("generator.prompt_embeds", "discriminator.prompt_embeds", "discriminator.pooled_prompt_embeds")
+# Checkpoint entries: the global RNG states of every process; the skipped-step counters.
+RNG_KEY, SKIPPED_KEY = "rng_states", "skipped_steps"
 
 
 def _as_list(objects) -> list:
     """Lightning returns a bare optimizer / scheduler, not a list, when there is only one (no discriminator)."""
     return objects if isinstance(objects, list) else [objects]
+
+
+def _rng_states_of_every_rank() -> list[dict]:
+    """The global torch (CPU and CUDA), numpy and Python RNG states of each process, in rank order.
+
+    numpy's state is stored as a tensor and plain numbers, so Lightning's `weights_only` loading accepts it.
+    """
+    states = _collect_rng_states()
+    name, keys, position, has_gauss, cached = states["numpy"]
+    states["numpy"] = (name, torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss), float(cached))
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        gathered: list = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, states)
+        return gathered
+    return [states]
 
 
 class D3SRModule(L.LightningModule):
@@ -52,6 +75,7 @@ class D3SRModule(L.LightningModule):
     optimizer and stepped once per iteration (e.g. CosineAnnealingLR with T_max = iterations).
     accumulate_grad_batches: micro-batches per optimizer step (by hand, with no DDP gradient sync in between).
     frozen_dtype: dtype of the frozen base weights ('float32' or 'bf16' with trainer.precision=bf16-mixed).
+    max_skipped_steps: iterations in a row whose G or D loss is NaN/inf (their steps skipped) that stop the run.
     """
 
     def __init__(
@@ -66,6 +90,7 @@ class D3SRModule(L.LightningModule):
         accumulate_grad_batches: int = 1,
         frozen_dtype: str = "float32",
         lr_scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
+        max_skipped_steps: int = 10,
     ) -> None:
         super().__init__()
         if discriminator is None and d_steps_per_g_step != 0:
@@ -81,6 +106,8 @@ class D3SRModule(L.LightningModule):
             raise ConfigError("model.accumulate_grad_batches > 1 needs model.d_steps_per_g_step = 1")
         if grad_clip is not None and grad_clip <= 0:
             raise ConfigError(f"model.grad_clip must be > 0 or null, got {grad_clip}")
+        if max_skipped_steps < 1:
+            raise ConfigError(f"model.max_skipped_steps must be >= 1, got {max_skipped_steps}")
         self.automatic_optimization = False
         self.strict_loading = False  # checkpoints hold the trainable state only; frozen weights come from the base
         self.generator, self.discriminator, self.loss = generator, discriminator, loss
@@ -89,6 +116,12 @@ class D3SRModule(L.LightningModule):
         self.accumulate_grad_batches = int(accumulate_grad_batches)
         self.frozen_dtype = parse_dtype(frozen_dtype, "model.frozen_dtype")
         self.config: dict | None = None  # the resolved run config (from_config), stored in checkpoints
+        self.max_skipped_steps = int(max_skipped_steps)
+        self.skipped_steps = 0  # optimizer steps skipped for a non-finite loss (G and D alike), over the whole run
+        self.skipped_in_a_row = 0  # consecutive iterations with a skipped step
+        self._poisoned: set[int] = set()  # optimizers whose current accumulation window met a non-finite loss
+        self._skipped_now: list[str] = []  # the non-finite losses whose steps this iteration skips
+        self._rng_to_restore: list | None = None
         if self.frozen_dtype != torch.float32:
             cast_frozen(self.generator, self.frozen_dtype)
             if isinstance(discriminator, DiffusionDiscriminator):
@@ -216,18 +249,75 @@ class D3SRModule(L.LightningModule):
             for scheduler in _as_list(self.lr_schedulers()):
                 scheduler.step()
             logs["train/lr_g"] = torch.tensor(self._optimizer(0).param_groups[0]["lr"])
+        # Non-finite losses: count the skipped steps; `max_skipped_steps` iterations in a row stop the run.
+        if step_now:
+            self._count_skipped()
+        logs["train/skipped_steps"] = torch.tensor(float(self.skipped_steps))
         self.log("train/g/loss", logs.pop("train/g/loss"), prog_bar=True, batch_size=lq.shape[0])
         self.log_dict(logs, batch_size=lq.shape[0])
         self.log("iteration", float(self.iteration), logger=False, batch_size=lq.shape[0])  # checkpoint file names
 
-    def _step(self, optimizer, loss: torch.Tensor, step_now: bool) -> None:
-        """Backward (scaled for accumulation); on the last micro-batch: clip, step, zero the gradients."""
-        self.manual_backward(loss / self.accumulate_grad_batches)
-        if step_now:
+    def _step(self, index: int, loss: torch.Tensor, step_now: bool) -> None:
+        """Backward (scaled for accumulation); on the last micro-batch: clip, step, zero the gradients.
+
+        A NaN/inf loss gets no backward (no NaN gradient is synced), and its accumulation window no update.
+        """
+        optimizer = self._optimizer(index)
+        if not self._finite_on_every_rank(loss):
+            if index not in self._poisoned:
+                value = float(loss)
+                here = f"NaN/inf on another rank ({value} here)" if math.isfinite(value) else f"= {value}"
+                self._skipped_now.append(f"{'GD'[index]} loss {here}")
+            self._poisoned.add(index)
+        if index not in self._poisoned:
+            self.manual_backward(loss / self.accumulate_grad_batches)
+        if not step_now:
+            return
+        if index in self._poisoned:
+            self._poisoned.discard(index)
+            self._skip_update(optimizer)
+        else:
             if self.grad_clip is not None:
                 self.clip_gradients(optimizer, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm")
             optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad(set_to_none=True)
+
+    def _finite_on_every_rank(self, loss: torch.Tensor) -> bool:
+        """Whether the loss is finite on every DDP rank: one all-reduce of a flag, so all ranks skip together."""
+        bad = not bool(torch.isfinite(loss.detach()).all())
+        return not self.trainer.strategy.reduce_boolean_decision(bad, all=False)
+
+    def _skip_update(self, optimizer) -> None:
+        """An optimizer step that changes nothing, so Lightning's step count (iterations, checkpoints) goes on.
+
+        Without gradients AdamW/Adam/SGD leave the weights and their state as they are. A GradScaler (16-mixed) needs
+        gradients to inspect: NaN ones make it skip the step itself (and lower its scale, as on an fp16 overflow).
+        """
+        optimizer.zero_grad(set_to_none=True)
+        if getattr(self.trainer.precision_plugin, "scaler", None) is not None:
+            for group in optimizer.param_groups:
+                for param in group["params"]:
+                    param.grad = torch.full_like(param, float("nan"))
+        optimizer.step()
+
+    def _count_skipped(self) -> None:
+        """After an iteration's last micro-batch: count its skipped steps; D3SRError after too many in a row."""
+        skipped, self._skipped_now = self._skipped_now, []
+        if not skipped:
+            self.skipped_in_a_row = 0
+            return
+        self.skipped_steps += len(skipped)
+        self.skipped_in_a_row += 1
+        log.warning("Iteration %d: %s; step skipped (%d in a row, the run stops at %d)", self.iteration,
+                    ", ".join(skipped), self.skipped_in_a_row, self.max_skipped_steps)  # fmt: skip
+        if self.skipped_in_a_row >= self.max_skipped_steps:
+            last = getattr(self.trainer.checkpoint_callback, "last_model_path", "") or "none saved yet"
+            raise D3SRError(
+                f"training stopped at iteration {self.iteration}: {self.skipped_in_a_row} iterations in a row had a "
+                f"NaN/inf loss (the last: {', '.join(skipped)}), so their steps were skipped "
+                f"(model.max_skipped_steps={self.max_skipped_steps}). Last checkpoint: {last}. Lower the learning "
+                "rates or check the data, then resume from it (ckpt_path=...)"
+            )
 
     def _generator_step(
         self, lq: torch.Tensor, target: torch.Tensor, step_now: bool
@@ -244,7 +334,7 @@ class D3SRModule(L.LightningModule):
             else:
                 adversarial = generator_adversarial_loss(self.discriminator(self._fake(sr, z_sr)))
             total = self.loss.total(terms, adversarial)
-            self._step(optimizer, total, step_now)
+            self._step(0, total, step_now)
         logs = {"train/g/loss": total, "train/g/mse": terms["mse"], "train/g/ea_dists": terms["ea_dists"],
                 "train/g/adv": adversarial}  # fmt: skip
         return {k: v.detach() for k, v in logs.items()}, sr, z_sr
@@ -256,7 +346,7 @@ class D3SRModule(L.LightningModule):
             logits_fake = self.discriminator(fake)
             logits_real = self.discriminator(real)
             fake, real = discriminator_adversarial_loss(logits_fake, logits_real)
-            self._step(optimizer, fake + real, step_now)
+            self._step(1, fake + real, step_now)
         logits_fake, logits_real = logits_fake.detach().float(), logits_real.detach().float()
         return {
             "train/d/loss": (fake + real).detach(),
@@ -291,8 +381,30 @@ class D3SRModule(L.LightningModule):
         keep = set(self.checkpoint_keys)
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
         checkpoint["d3sr"] = checkpoint_record(self.generator, self.config, self.iteration)
+        checkpoint[RNG_KEY] = _rng_states_of_every_rank()
+        checkpoint[SKIPPED_KEY] = {"total": self.skipped_steps, "in_a_row": self.skipped_in_a_row}
+
+    def on_train_start(self) -> None:
+        # Resume: the checkpoint's RNG states (t, ε, posterior samples), set as late as possible, after set-up.
+        states, self._rng_to_restore = self._rng_to_restore, None
+        if states is None:
+            return
+        if len(states) != self.trainer.world_size:
+            log.warning("The checkpoint holds the RNG states of %d processes and this run has %d: not restored, so "
+                        "the resumed run draws other t and ε than an uninterrupted one", len(states),
+                        self.trainer.world_size)  # fmt: skip
+            return
+        state = dict(states[self.trainer.global_rank])
+        if not torch.cuda.is_available() or len(state.get("torch.cuda", [])) != torch.cuda.device_count():
+            state.pop("torch.cuda", None)
+        name, keys, position, has_gauss, cached = state["numpy"]
+        state["numpy"] = (name, keys.numpy().astype(np.uint32), position, has_gauss, cached)
+        _set_rng_states(state)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._rng_to_restore = checkpoint.get(RNG_KEY)
+        skipped = checkpoint.get(SKIPPED_KEY, {})
+        self.skipped_steps, self.skipped_in_a_row = skipped.get("total", 0), skipped.get("in_a_row", 0)
         missing = sorted(set(self.checkpoint_keys) - set(checkpoint.get("state_dict", {})))
         if missing:
             raise D3SRError(

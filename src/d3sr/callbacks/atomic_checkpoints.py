@@ -1,0 +1,56 @@
+"""Checkpoint files written atomically: a failed or interrupted save leaves the previous file as it was.
+
+Lightning's TorchCheckpointIO saves through an fsspec transaction, which on a local disk writes a temporary file in
+the system's temporary folder and then *moves* it: when that folder is on another file system (often a small one)
+the move is a copy over the old checkpoint, so a kill or a full disk during it leaves a truncated last.ckpt. Here the
+temporary file is written beside the target, flushed to disk, then renamed over it (`os.replace`, atomic on POSIX).
+A write that fails ends in one D3SRError naming the file and the reason (an `error:` line and exit 2 in the CLI).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.fabric.plugins import TorchCheckpointIO
+
+from d3sr.atomic_files import write_atomically
+from d3sr.errors import D3SRError
+
+
+def _write(checkpoint: dict[str, Any], path: Path) -> None:
+    """torch.save to `path`, flushed to the disk before it is renamed into place."""
+    with open(path, "wb") as file:
+        torch.save(checkpoint, file)
+        file.flush()
+        os.fsync(file.fileno())
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """TorchCheckpointIO whose local saves are atomic (temporary file + rename); remote URLs are left to fsspec."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        if storage_options is not None or "://" in str(path):
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        path = Path(path)
+        existed = path.exists()
+        try:
+            write_atomically(path, lambda temporary: _write(checkpoint, temporary))
+        except OSError as error:
+            code = errno.errorcode.get(error.errno or 0)
+            why = f"{error.strerror or error}" + (f" ({code})" if code else "")
+            kept = f"the previous {path.name} is unchanged" if existed else "no checkpoint was written there"
+            raise D3SRError(
+                f"cannot write the checkpoint {path}: {why}; {kept}. "
+                "Free space in that folder or point paths.output_dir elsewhere, then resume from the last checkpoint"
+            ) from error
+
+
+def use_atomic_checkpoints(trainer: L.Trainer) -> None:
+    """Make the trainer save checkpoints atomically, when its strategy uses Lightning's default TorchCheckpointIO."""
+    if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+        trainer.strategy.checkpoint_io = AtomicCheckpointIO()

@@ -1,0 +1,253 @@
+"""Training that survives faults: NaN/inf losses, pre-emption signals, checkpoint writes that fail."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+import d3sr.train
+from d3sr.errors import D3SRError
+from d3sr.losses.objective import D3SRLoss
+from d3sr.train import train
+
+REPO = Path(__file__).resolve().parents[1]
+
+FAST = ["experiment=demo", "model/generator=tiny", "model/discriminator=tiny", "degradation=bicubic", "loss=mse_only",
+        "data.crop_size=64", "data.crops_per_image=1", "data.batch_size=2", "optimized_metric=null", "logger=none",
+        "callbacks.image_logger=null", "++trainer.limit_val_batches=0", "++trainer.enable_progress_bar=false",
+        "++trainer.enable_model_summary=false", "checkpoint_every=1"]  # fmt: skip
+
+
+@pytest.fixture
+def fast_cfg(compose, tmp_path):
+    def _cfg(*overrides):
+        return compose([*FAST, f"paths.output_dir={tmp_path}", *overrides])
+
+    return _cfg
+
+
+class Record(L.Callback):
+    """The trainable weights of each network and the G optimizer's first moments after every batch."""
+
+    def __init__(self) -> None:
+        self.g: list[dict[str, torch.Tensor]] = []
+        self.d: list[dict[str, torch.Tensor]] = []
+        self.adam_g: list[list[torch.Tensor]] = []
+        self.skipped: list[float] = []
+
+    @staticmethod
+    def _trainable(network) -> dict[str, torch.Tensor]:
+        return {n: p.detach().clone() for n, p in network.named_parameters() if p.requires_grad}
+
+    def _record(self, trainer, module) -> None:
+        self.g.append(self._trainable(module.generator))
+        self.d.append(self._trainable(module.discriminator))
+        state = trainer.optimizers[0].state
+        self.adam_g.append([state[p]["exp_avg"].clone() for p in module.generator.parameters() if p in state])
+
+    def on_train_start(self, trainer, module) -> None:
+        self._record(trainer, module)
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        self._record(trainer, module)
+        self.skipped.append(float(trainer.callback_metrics["train/skipped_steps"]))
+
+
+def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+def with_callback(monkeypatch, callback: L.Callback) -> None:
+    """Make d3sr.train.train's trainer carry `callback` too."""
+    build = d3sr.train.build_trainer
+
+    def build_with(cfg):
+        trainer = build(cfg)
+        trainer.callbacks.append(callback)
+        return trainer
+
+    monkeypatch.setattr(d3sr.train, "build_trainer", build_with)
+
+
+def nan_on_calls(monkeypatch, owner, name: str, calls: set[int] | None) -> None:
+    """owner.name returns NaN (in its first output) on the given 1-based calls (None: always)."""
+    original, count = getattr(owner, name), [0]
+
+    def patched(*args, **kwargs):
+        count[0] += 1
+        out = original(*args, **kwargs)
+        if calls is not None and count[0] not in calls:
+            return out
+        if isinstance(out, tuple):
+            return (out[0] * float("nan"), *out[1:])
+        return out * float("nan")
+
+    monkeypatch.setattr(owner, name, patched)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Non-finite losses.
+
+
+def test_a_nan_generator_loss_skips_the_generator_step_only(fast_cfg, monkeypatch):
+    nan_on_calls(monkeypatch, D3SRLoss, "total", {2})  # iteration 2's G loss
+    record = Record()
+    with_callback(monkeypatch, record)
+    result = train(fast_cfg("iterations=3"))
+    assert result["iterations"] == 3  # the skipped step still counts: the schedule and checkpoints go on
+    assert not same(record.g[0], record.g[1]) and not same(record.g[2], record.g[3])
+    assert same(record.g[1], record.g[2])  # no G update at iteration 2 ...
+    assert all(torch.equal(a, b) for a, b in zip(record.adam_g[1], record.adam_g[2]))  # ... nor optimizer state
+    assert not same(record.d[1], record.d[2])  # the D step on the (finite) fake went on
+    assert record.skipped == [0.0, 1.0, 1.0]
+
+
+def test_a_nan_discriminator_loss_skips_the_discriminator_step_only(fast_cfg, monkeypatch):
+    import d3sr.models.d3sr_module as module_file
+
+    nan_on_calls(monkeypatch, module_file, "discriminator_adversarial_loss", {1})
+    record = Record()
+    with_callback(monkeypatch, record)
+    train(fast_cfg("iterations=2"))
+    assert same(record.d[0], record.d[1]) and not same(record.d[1], record.d[2])
+    assert not same(record.g[0], record.g[1])
+    assert record.skipped == [1.0, 1.0]
+
+
+def test_a_nan_micro_batch_skips_its_whole_accumulation_window(fast_cfg, monkeypatch):
+    nan_on_calls(monkeypatch, D3SRLoss, "total", {1})  # the first micro-batch of iteration 1
+    record = Record()
+    with_callback(monkeypatch, record)
+    train(fast_cfg("iterations=2", "model.accumulate_grad_batches=2"))
+    assert same(record.g[0], record.g[2])  # iteration 1 (batches 1-2): no G update
+    assert not same(record.g[2], record.g[4])  # iteration 2 updates
+    assert record.skipped == [0.0, 1.0, 1.0, 1.0]
+
+
+def test_too_many_nan_iterations_in_a_row_stop_the_run_naming_step_loss_and_checkpoint(fast_cfg, monkeypatch):
+    nan_on_calls(monkeypatch, D3SRLoss, "total", None)
+    record = Record()
+    with_callback(monkeypatch, record)
+    with pytest.raises(D3SRError) as stopped:
+        train(fast_cfg("iterations=20", "model.max_skipped_steps=3"))
+    message = str(stopped.value)
+    assert "iteration 3" in message and "3 iterations in a row" in message and "G loss = nan" in message
+    assert "model.max_skipped_steps=3" in message and "last.ckpt" in message
+    assert all(same(record.g[0], g) for g in record.g)  # the generator never moved
+    assert len(record.skipped) == 2  # the third iteration raised before its batch ended
+
+
+def test_max_skipped_steps_is_validated(fast_cfg):
+    from d3sr.models import D3SRModule
+
+    with pytest.raises(Exception, match="model.max_skipped_steps must be >= 1"):  # wrapped by Hydra
+        D3SRModule.from_config(fast_cfg("model.max_skipped_steps=0"))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Pre-emption.
+
+
+class SendSignal(L.Callback):
+    def __init__(self, signum: int, at_batch: int) -> None:
+        self.signum, self.at_batch = signum, at_batch
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        if batch_idx == self.at_batch:
+            os.kill(os.getpid(), self.signum)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1], ids=["SIGTERM", "SIGUSR1"])
+def test_a_signal_saves_last_ckpt_at_the_end_of_the_iteration_and_stops(fast_cfg, monkeypatch, signum, caplog):
+    handler_before = signal.getsignal(signum)
+    with_callback(monkeypatch, SendSignal(signum, at_batch=2))  # during iteration 3
+    with caplog.at_level("INFO"):
+        result = train(fast_cfg("iterations=20", "checkpoint_every=100"))
+    assert result["preempted"] and result["iterations"] == 3
+    ckpt = torch.load(result["checkpoint"], map_location="cpu", weights_only=False)
+    assert Path(result["checkpoint"]).name == "last.ckpt" and ckpt["d3sr"]["iteration"] == 3
+    assert f"Pre-empted ({signal.Signals(signum).name}) at iteration 3: checkpoint saved to" in caplog.text
+    assert signal.getsignal(signum) == handler_before  # the handlers are given back
+
+
+def test_sigterm_ends_the_cli_cleanly_with_a_checkpoint_that_resumes(compose, tmp_path):
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
+    command = [sys.executable, "-m", "d3sr.train", *FAST, "iterations=200", "checkpoint_every=2"]
+    process = subprocess.Popen([*command, f"hydra.run.dir={run_dir}"], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)  # fmt: skip
+    first = run_dir / "checkpoints" / "iter000002.ckpt"
+    deadline = time.monotonic() + 600
+    while not first.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=600)
+    assert process.returncode == 0, stderr[-3000:]
+    last = run_dir / "checkpoints" / "last.ckpt"
+    assert f"checkpoint saved to {last}" in stdout + stderr and "Traceback" not in stderr
+    iteration = torch.load(last, map_location="cpu", weights_only=False)["d3sr"]["iteration"]
+    assert 3 <= iteration < 200
+    resumed = train(compose([*FAST, "iterations=200", f"trainer.max_steps={2 * (iteration + 1)}", f"ckpt_path={last}",
+                             f"paths.output_dir={tmp_path / 'resumed'}"]))  # fmt: skip
+    assert resumed["iterations"] == iteration + 1 and not resumed["preempted"]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Checkpoint writes that fail.
+
+
+def fail_on_write(monkeypatch, failing_call: int) -> None:
+    """The `failing_call`-th checkpoint write stops half-way with ENOSPC (a full disk)."""
+    import d3sr.callbacks.atomic_checkpoints as atomic
+
+    original, count = atomic._write, [0]
+
+    def write(checkpoint, path):
+        count[0] += 1
+        if count[0] == failing_call:
+            Path(path).write_bytes(b"PK\x03\x04 half a checkpoint")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        original(checkpoint, path)
+
+    monkeypatch.setattr(atomic, "_write", write)
+
+
+def test_a_failing_checkpoint_write_keeps_the_previous_last_ckpt_and_says_where_and_why(fast_cfg, monkeypatch,
+                                                                                      tmp_path):  # fmt: skip
+    fail_on_write(monkeypatch, failing_call=4)  # iteration 1: iter000001, last; iteration 2: iter000002, last ✗
+    with pytest.raises(D3SRError) as failed:
+        train(fast_cfg("iterations=3"))
+    folder = tmp_path / "checkpoints"
+    message = str(failed.value)
+    assert f"cannot write the checkpoint {folder / 'last.ckpt'}: No space left on device (ENOSPC)" in message
+    assert "the previous last.ckpt is unchanged" in message
+    assert torch.load(folder / "last.ckpt", map_location="cpu", weights_only=False)["d3sr"]["iteration"] == 1
+    assert sorted(p.name for p in folder.iterdir()) == ["iter000001.ckpt", "iter000002.ckpt", "last.ckpt"]
+
+
+def test_a_failing_checkpoint_write_is_one_error_line_and_exit_2_in_the_cli(tmp_path):
+    script = (
+        "import errno, os, sys; import d3sr.callbacks.atomic_checkpoints as a\n"
+        "def fail(checkpoint, path): raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))\n"
+        "a._write = fail\n"
+        "from d3sr.train import main\n"
+        "sys.argv = ['d3sr.train', *sys.argv[1:]]\n"
+        "main()\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
+    result = subprocess.run([sys.executable, "-c", script, *FAST, "iterations=2", f"hydra.run.dir={tmp_path}"],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert result.returncode == 2, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in result.stderr
+    assert f"{tmp_path / 'checkpoints' / 'iter000001.ckpt'}: No space left on device" in errors[0]
+    assert not list((tmp_path / "checkpoints").iterdir())  # no half-written file left behind
