@@ -1,8 +1,9 @@
 """`python -m d3sr.sweep_report MULTIRUN_DIR`: a finished multirun as a Markdown and a CSV table.
 
 One row per job: its overrides, status, final validation metrics, iterations and checkpoint; failed jobs keep their
-row with their error. Prints the Markdown table and writes sweep_report.md and sweep_report.csv into the folder
-(or into --output). See d3sr.evaluation.sweeps for what is read.
+row with their error. An Optuna search's folder adds the study's best parameters and a `best` column marking the job
+that ran them. Prints the Markdown table and writes sweep_report.md and sweep_report.csv into the folder (or into
+--output). See d3sr.evaluation.sweeps for what is read.
 """
 
 from __future__ import annotations
