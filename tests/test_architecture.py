@@ -1,4 +1,4 @@
-"""The layering of src/d3sr, read from the import statements (the table in the README's "Layout" section).
+"""The layering of src/d3sr, read from the import statements (the table in docs/architecture.md).
 
 Ground floor (images, errors, options, psnr_ssim, resolvers, atomic_files, commands, run_results) → losses/, data/,
 models/, callbacks/ → inference/ → evaluation/ → entry points. Arrows point down only; entry points are leaves that
