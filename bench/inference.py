@@ -1,31 +1,44 @@
-"""Inference speed and peak memory of the full-size D³SR generator (SD 2.1-base UNet + VAE), with random weights.
+"""Inference speed and peak memory of the D³SR generator, per stage, untiled and tiled, against plain diffusers.
 
-    python bench/inference.py --device cuda                 # fp32 and bf16, 512² timing, 512²/1024²/2048² memory
-    python bench/inference.py --device cpu                  # CPU defaults: fp32, fewer sizes (a few minutes)
-    python bench/inference.py --device cpu --quick          # smallest run: one repeat, smaller outputs
+    python bench/inference.py --device cuda --baseline      # full size: fp32 + bf16, 512² stages, 512²–2048² memory
+    python bench/inference.py --device cpu --quick --baseline   # CPU: 256² output, tiles of 128/32 (minutes)
+    python bench/inference.py --device cpu --backbone --baseline --output 512 --tile 256   # the tiny backbone
+    python bench/inference.py --device cuda --compile       # adds torch.compile rows (compile time reported apart)
 
-Builds the UNet and VAE from the published configs (src/d3sr/models/architectures.py) on the meta device, fills them
-with random weights (no download), adds the generator's LoRA and fuses it as D3SRPipeline.from_pretrained does, and
-times D3SRPipeline.super_resolve (bicubic ×4, pad, encode, one UNet call, decode, AdaIN colour fix) after warm-up,
-with CUDA synchronisation. Peak memory: torch.cuda.max_memory_allocated on GPU (weights included, and the part
-above the weights); on CPU the peak resident set size above the RSS before the call, sampled every 2 ms.
-Prints Markdown tables.
+The generator: by default the full-size SD 2.1-base UNet + SD VAE from the published configs
+(src/d3sr/models/architectures.py) with random weights (no download), LoRA added and fused as
+D3SRPipeline.from_pretrained does; --backbone: the pretrained tiny backbone shipped in d3sr/assets. Each stage
+(VAE encode, the UNet call, VAE decode) is timed on its own, best of --repeats runs (interleaved with the other
+variants; the first run of each warms up), with CUDA synchronisation; on the CPU the process CPU seconds are printed
+too, as wall time is unreliable on a shared machine. Variants: `baseline` (--baseline) is the same components
+called directly with diffusers, eager and untiled (vae.encode → latent_dist.mode → unet → x0 → vae.decode);
+`untiled` is ours with tile_size 0; `tiled, before` the tiling before issue 14 (vae_tiling=blend, one tile per
+forward); `tiled` the defaults (vae_tiling=groupnorm_sync, tile_batch_size=auto). "area" is the pixels the tiles
+cover over the image's (UNet tiles overlap; the synchronised VAE's tiles do not, their 1–2 px halos not counted).
+
+Peak memory as the image grows, tiling on (defaults): torch.cuda.max_memory_allocated on CUDA (total, and above
+the allocation before the call: activations); on the CPU the peak resident set size above the RSS before the call,
+sampled every 2 ms, which includes the whole-image maps the tiled VAE keeps in host memory (on CUDA, with
+vae_offload, those are host memory and not counted). Prints Markdown tables.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import threading
 import time
+from collections.abc import Callable
 
 import torch
 
+from d3sr.images import generator_input
 from d3sr.inference import D3SRPipeline, InferenceOptions
-from d3sr.inference.tiling import tile_count
+from d3sr.inference.tiling import Tiling, core_count, decode_stage, denoise_stage, encode_stage, tile_count
 from d3sr.models.generator import OneStepGenerator
 from d3sr.models.loading import Backbone, meta
 from d3sr.models.saved_generator import fuse_lora
+
+STAGE_NAMES = ("encode", "UNet", "decode")
 
 
 def random_generator(device: str) -> OneStepGenerator:
@@ -45,6 +58,13 @@ def random_generator(device: str) -> OneStepGenerator:
     generator = OneStepGenerator(backbone)
     fuse_lora(generator.unet)
     return generator.to(device)
+
+
+def backbone_generator(device: str) -> OneStepGenerator:
+    """The pretrained tiny backbone (d3sr/assets/tiny_backbone) as a generator, LoRA at zero, T_L of the demo."""
+    from d3sr.models.loading import pretrained_tiny
+
+    return OneStepGenerator(pretrained_tiny("sd"), timestep=199).eval().to(device)
 
 
 class PeakRSS:
@@ -77,61 +97,202 @@ class PeakRSS:
         return self.peak - self.start
 
 
-def measure(pipe: D3SRPipeline, output: int, tile: int, overlap: int, repeats: int, warmup: int) -> dict:
-    """Seconds per image (median of `repeats`) and peak memory for an output×output result."""
-    device = pipe.device
-    lq = torch.rand(1, 3, output // 4, output // 4, device=device)
-    options = {"tile_size": tile, "tile_overlap": overlap, "color_fix": "adain"}
-    cuda = device.type == "cuda"
+# ------------------------------------------------------------------------------------------------------------------
+# The three stages, ours and plain diffusers'.
 
-    def run() -> None:
-        pipe.super_resolve(lq, **options)
-        if cuda:
-            torch.cuda.synchronize(device)
+Stages = Callable[[torch.Tensor], list[Callable[[], None]]]
 
-    # Warm-up (kernel selection, allocator): full size on CUDA, a small image on CPU where every run is slow.
-    small = torch.rand(1, 3, 16, 16, device=device)
-    for _ in range(warmup):
-        if cuda:
-            run()
-        else:
-            pipe.super_resolve(small, **options)
+
+def our_stages(generator: OneStepGenerator, tiling: Tiling) -> Stages:
+    """The pipeline's stages (tiling.encode_stage, denoise_stage, decode_stage) as three chained calls."""
+
+    def stages(image: torch.Tensor) -> list[Callable[[], None]]:
+        state = {}
+
+        def encode():
+            state["z_lq"] = encode_stage(generator, image, tiling)
+
+        def denoise():
+            state["z_sr"] = denoise_stage(generator, state["z_lq"], tiling)
+
+        def decode():
+            decode_stage(generator, state["z_sr"], tiling)
+
+        return [encode, denoise, decode]
+
+    return stages
+
+
+def baseline_stages(generator: OneStepGenerator) -> Stages:
+    """The same components called directly with diffusers: VAE encode (mode), one UNet call, x0, VAE decode."""
+    vae, unet = generator.vae, generator.unet
+    alpha_bar, timestep = generator.alphas_cumprod[generator.timestep], generator.timestep
+    scaling = vae.config.scaling_factor
+
+    def stages(image: torch.Tensor) -> list[Callable[[], None]]:
+        state = {}
+
+        def encode():
+            state["z"] = vae.encode(image.to(vae.dtype)).latent_dist.mode() * scaling
+
+        def denoise():
+            z = state["z"]
+            t = torch.full((z.shape[0],), timestep, device=z.device, dtype=torch.long)
+            context = generator.prompt_embeds.expand(z.shape[0], -1, -1).to(unet.dtype)
+            eps = unet(z.to(unet.dtype), t, encoder_hidden_states=context).sample
+            state["z0"] = (z.float() - (1 - alpha_bar).sqrt() * eps.float()) / alpha_bar.sqrt()
+
+        def decode():
+            vae.decode(state["z0"].to(vae.dtype) / scaling).sample.clamp(-1, 1)
+
+        return [encode, denoise, decode]
+
+    return stages
+
+
+@torch.inference_mode()
+def time_stages(stages: Stages, image: torch.Tensor) -> list[tuple[float, float]]:
+    """(wall s, process CPU s) of each stage for one run."""
+    cuda = image.device.type == "cuda"
     times = []
-    if cuda:
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        before = torch.cuda.memory_allocated(device)
-        for _ in range(repeats):
-            start = time.perf_counter()
-            run()
-            times.append(time.perf_counter() - start)
-        peak = torch.cuda.max_memory_allocated(device)
-        memory = {"peak": peak, "above": peak - before}
-    else:
-        with PeakRSS() as rss:
-            for _ in range(repeats):
-                start = time.perf_counter()
-                run()
-                times.append(time.perf_counter() - start)
-        memory = {"peak": rss.peak, "above": rss.above_start}
-    return {"seconds": statistics.median(times), **memory}
+    for stage in stages(image):
+        if cuda:
+            torch.cuda.synchronize(image.device)
+        wall, cpu = time.perf_counter(), time.process_time()
+        stage()
+        if cuda:
+            torch.cuda.synchronize(image.device)
+        times.append((time.perf_counter() - wall, time.process_time() - cpu))
+    return times
+
+
+def area_ratios(size: int, tile: int, overlap: int, vae_tiling: str) -> list[float]:
+    """Pixels covered by the tiles over the image's, per stage (encode, UNet, decode) for a size² output."""
+    if not 0 < tile < size:
+        return [1.0, 1.0, 1.0]
+    unet = tile_count(size, size, tile, overlap) * tile**2 / size**2
+    vae = core_count(size, size, tile) * tile**2 / size**2 if vae_tiling == "groupnorm_sync" else unet
+    return [vae, unet, vae]
 
 
 def gib(n: int) -> str:
     return f"{n / 2**30:.2f}"
 
 
+def best_times(variants: dict, image: torch.Tensor, repeats: int, label: str) -> dict[str, list[list[float]]]:
+    """Best (wall, CPU) seconds per stage of each variant over interleaved repeats."""
+    best = {name: [[float("inf")] * 2 for _ in range(3)] for name in variants}
+    for repeat in range(repeats):
+        for name, (stages, _) in variants.items():
+            for k, (wall, cpu) in enumerate(time_stages(stages, image)):
+                best[name][k] = [min(best[name][k][0], wall), min(best[name][k][1], cpu)]
+            print(f"  run {repeat + 1}/{repeats} {label} {name}: {sum(w for w, _ in best[name]):.2f} s", flush=True)
+    return best
+
+
+def stage_table(generator: OneStepGenerator, device: torch.device, dtype_name: str, output: int, tile: int,
+                overlap: int, repeats: int, baseline: bool, compile: bool) -> None:  # fmt: skip
+    """Per-stage seconds of each variant for one output size, and the ratios."""
+    pipe = D3SRPipeline(generator, InferenceOptions(tile_size=0, tile_overlap=0)).to(device, dtype_name)
+    image = generator_input(torch.rand(1, 3, output // 4, output // 4, device=device))
+    tiled = {"tile_size": tile, "tile_overlap": overlap}
+    variants: dict[str, tuple[Stages, list[float]]] = {}
+    if baseline:
+        variants["baseline (diffusers, eager)"] = (baseline_stages(generator), [1.0] * 3)
+    variants["untiled"] = (our_stages(generator, Tiling()), [1.0] * 3)
+    before = Tiling(**tiled, vae_tiling="blend", tile_batch_size=1)
+    variants["tiled, before (blend, 1 tile/forward)"] = (our_stages(generator, before),
+                                                         area_ratios(output, tile, overlap, "blend"))  # fmt: skip
+    variants["tiled (defaults)"] = (our_stages(generator, Tiling(**tiled)),
+                                    area_ratios(output, tile, overlap, "groupnorm_sync"))  # fmt: skip
+    best = best_times(variants, image, repeats, dtype_name)
+    if compile:
+        # In place: every later call of these models is compiled, so the compiled rows come last.
+        start = time.perf_counter()
+        pipe.super_resolve(torch.rand(1, 3, output // 4, output // 4, device=device), compile=True, tile_size=0)
+        pipe.super_resolve(torch.rand(1, 3, output // 4, output // 4, device=device), compile=True, **tiled)
+        print(f"  torch.compile warm-up (untiled + tiled): {time.perf_counter() - start:.0f} s", flush=True)
+        compiled = {"untiled + compile": (our_stages(generator, Tiling(compile=True)), [1.0] * 3),
+                    "tiled + compile": (our_stages(generator, Tiling(**tiled, compile=True)),
+                                        area_ratios(output, tile, overlap, "groupnorm_sync"))}  # fmt: skip
+        best.update(best_times(compiled, image, repeats, dtype_name))
+        variants.update(compiled)
+
+    cpu = device.type == "cpu"
+    column = "wall s (CPU s)" if cpu else "s"
+    print(f"\n{dtype_name}, {output}² output, tiles {tile}/{overlap}: seconds per stage, best of {repeats}\n")
+    print(f"| variant | encode {column} | UNet {column} | decode {column} | total {column} |")
+    print("|---|---|---|---|---|")
+    for name, times in best.items():
+        total = [sum(t[0] for t in times), sum(t[1] for t in times)]
+        cells = [f"{w:.2f} ({c:.2f})" if cpu else f"{w:.3f}" for w, c in [*times, total]]
+        print(f"| {name} | {' | '.join(cells)} |")
+
+    # Ratios on the measure that the machine makes reliable (CPU seconds on a CPU).
+    k = 1 if cpu else 0
+    untiled = [t[k] for t in best["untiled"]]
+    print(f"\nRatios ({'process CPU seconds' if cpu else 'seconds'}): tiled / untiled against the area the tiles "
+          "cover (goal: time ratio ≤ 1.3 × area ratio)\n")  # fmt: skip
+    print("| variant | encode: time / area | UNet: time / area | decode: time / area | total: time / area |")
+    print("|---|---|---|---|---|")
+    for name, (_, areas) in variants.items():
+        if name.startswith("tiled"):
+            times = [t[k] for t in best[name]]
+            cells = [f"{t / u:.2f} / {a:.2f}" for t, u, a in zip(times, untiled, areas)]
+            area_total = sum(u * a for u, a in zip(untiled, areas)) / sum(untiled)
+            cells.append(f"{sum(times) / sum(untiled):.2f} / {area_total:.2f}")
+            print(f"| {name} | {' | '.join(cells)} |")
+    if baseline:
+        base = [t[k] for t in best["baseline (diffusers, eager)"]]
+        print("\nOurs / the plain diffusers baseline (untiled; tiled against the baseline × area ratio)\n")
+        print("| variant | encode | UNet | decode | total |")
+        print("|---|---|---|---|---|")
+        for name, (_, areas) in variants.items():
+            if name.startswith("baseline"):
+                continue
+            times = [t[k] for t in best[name]]
+            cells = [f"{t / (b * a):.2f}" for t, b, a in zip(times, base, areas)]
+            cells.append(f"{sum(times) / sum(b * a for b, a in zip(base, areas)):.2f}")
+            print(f"| {name} | {' | '.join(cells)} |")
+
+
+def measure_memory(pipe: D3SRPipeline, output: int, options: dict) -> dict:
+    """Seconds and peak memory of one super_resolve of an output² result."""
+    device = pipe.device
+    lq = torch.rand(1, 3, output // 4, output // 4, device=device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        start = time.perf_counter()
+        pipe.super_resolve(lq, **options)
+        torch.cuda.synchronize(device)
+        seconds = time.perf_counter() - start
+        peak = torch.cuda.max_memory_allocated(device)
+        return {"seconds": seconds, "peak": peak, "above": peak - before}
+    with PeakRSS() as rss:
+        start = time.perf_counter()
+        pipe.super_resolve(lq, **options)
+        seconds = time.perf_counter() - start
+    return {"seconds": seconds, "peak": rss.peak, "above": rss.above_start}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--backbone", action="store_true", help="the pretrained tiny backbone instead of full size")
     parser.add_argument(
         "--dtypes", nargs="+", choices=["fp32", "bf16", "fp16"], help="default: fp32 bf16 (CUDA), fp32 (CPU)"
     )
     parser.add_argument("--output", type=int, default=None, help="timed output side (default 512; 256 with --quick)")
     parser.add_argument("--sizes", type=int, nargs="+", help="output sides for the tiled memory table")
-    parser.add_argument("--tile", type=int, default=None, help="tile.size for tiled runs (default 512; CPU 256)")
-    parser.add_argument("--overlap", type=int, default=None, help="tile.overlap (default tile/4)")
-    parser.add_argument("--repeats", type=int, default=None, help="timed runs per row (default 5 CUDA, 1 CPU)")
+    parser.add_argument("--tile", type=int, default=None, help="tile_size for tiled runs (default 512; CPU 256)")
+    parser.add_argument("--overlap", type=int, default=None, help="tile_overlap (default tile/4)")
+    parser.add_argument("--tile-batch-size", default="auto", help="tile_batch_size for the memory table")
+    parser.add_argument("--repeats", type=int, default=None, help="timed runs per variant (default 5 CUDA, 2 CPU)")
+    parser.add_argument("--baseline", action="store_true", help="also time plain diffusers calls of the same models")
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile (slow to compile on a CPU)")
+    parser.add_argument("--no-memory", action="store_true", help="skip the memory table")
     parser.add_argument("--quick", action="store_true", help="smallest useful run (CPU smoke test)")
     args = parser.parse_args()
 
@@ -144,42 +305,39 @@ def main() -> None:
     tile = args.tile or (128 if args.quick else 512 if cuda else 256)
     overlap = args.overlap if args.overlap is not None else tile // 4
     sizes = args.sizes or ([256, 512] if args.quick else [512, 1024, 2048] if cuda else [512, 1024])
-    repeats = args.repeats or (5 if cuda and not args.quick else 1)
-    warmup = 2 if cuda else 1
+    repeats = args.repeats or (5 if cuda and not args.quick else 2)
+    batch = args.tile_batch_size if args.tile_batch_size == "auto" else int(args.tile_batch_size)
     if cuda:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
 
-    generator = random_generator(str(device))
+    generator = backbone_generator(str(device)) if args.backbone else random_generator(str(device))
+    model = "pretrained tiny backbone" if args.backbone else "full-size SD 2.1-base UNet + VAE (random weights)"
     name = torch.cuda.get_device_name(device) if cuda else f"CPU ({torch.get_num_threads()} threads)"
-    memory_kind = "torch.cuda.max_memory_allocated" if cuda else "peak RSS"
-    print(f"\nD³SR generator, full-size SD 2.1-base UNet + VAE (random weights), {name}, torch {torch.__version__}")
-    print(f"tiled = tile.size {tile}, tile.overlap {overlap}; median of {repeats} run(s) after {warmup} warm-up")
-
-    # Speed and memory for one output size: each dtype, untiled and tiled.
-    rows = []
+    print(f"\nD³SR generator, {model}, {name}, torch {torch.__version__}")
     for dtype_name in dtypes:
-        pipe = D3SRPipeline(generator, InferenceOptions(tile_size=0, tile_overlap=0)).to(device, dtype_name)
-        for label, (t, o) in (("untiled", (0, 0)), ("tiled", (tile, overlap))):
-            result = measure(pipe, output, t, o, repeats, warmup)
-            tiles = tile_count(output, output, t, o)
-            rows.append((dtype_name, label, tiles, result))
-            print(f"  {dtype_name} {label}: {result['seconds']:.2f} s", flush=True)
-    print(f"\n| {output}² output | tiles/stage | s/image | peak memory (GiB) | above weights/start (GiB) |")
-    print("|---|---|---|---|---|")
-    for dtype_name, label, tiles, r in rows:
-        print(f"| {dtype_name} {label} | {tiles} | {r['seconds']:.2f} | {gib(r['peak'])} | {gib(r['above'])} |")
+        stage_table(generator, device, dtype_name, output, tile, overlap, repeats, args.baseline, args.compile)
+    if args.no_memory:
+        return
 
     # Peak memory as images grow, tiling on: should stay nearly flat.
+    memory_kind = "torch.cuda.max_memory_allocated" if cuda else "peak RSS"
     pipe = D3SRPipeline(generator, InferenceOptions(tile_size=tile, tile_overlap=overlap)).to(device, dtypes[-1])
-    print(f"\nPeak memory with tiling on ({dtypes[-1]}, tile.size {tile}, overlap {overlap}, {memory_kind}):\n")
-    print("| output | tiles/stage | s/image | peak memory (GiB) | above weights/start (GiB) |")
-    print("|---|---|---|---|---|")
+    options = {"tile_batch_size": batch, "color_fix": "adain"}
+    print(f"\nPeak memory with tiling on ({dtypes[-1]}, tile_size {tile}, tile_overlap {overlap}, tile_batch_size "
+          f"{batch}, {memory_kind}):\n")  # fmt: skip
+    print("| output | VAE tiles / UNet tiles | s/image | peak memory (GiB) | above weights/start (GiB) | peak / 1st |")
+    print("|---|---|---|---|---|---|")
+    if cuda:
+        measure_memory(pipe, sizes[0], options)  # warm-up (kernel selection, allocator)
+    first = None
     for size in sizes:
-        r = measure(pipe, size, tile, overlap, 1, 1 if cuda else 0)
-        tiles = tile_count(size, size, tile, overlap)
-        print(f"| {size}² | {tiles} | {r['seconds']:.2f} | {gib(r['peak'])} | {gib(r['above'])} |", flush=True)
+        r = measure_memory(pipe, size, options)
+        first = first or r["peak"]
+        tiles = f"{core_count(size, size, tile)} / {tile_count(size, size, tile, overlap)}"
+        print(f"| {size}² | {tiles} | {r['seconds']:.2f} | {gib(r['peak'])} | {gib(r['above'])} | "
+              f"{r['peak'] / first:.2f} |", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

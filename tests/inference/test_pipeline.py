@@ -81,6 +81,26 @@ def test_padding_reflects_and_falls_back_to_replication_for_tiny_images():
     assert reflect[0, 0, 0, 10:].tolist() == [8, 7, 6, 5, 4, 3]  # reflection about the last column
 
 
+def test_speed_options_keep_the_result(trained):
+    lq = torch.rand(1, 3, 12, 16, generator=torch.Generator().manual_seed(0))
+    pipe = D3SRPipeline.from_pretrained(trained.bundle, device="cpu", color_fix="none", tile_size=32, tile_overlap=16)
+    reference = pipe(lq, tile_batch_size=1)
+    torch.testing.assert_close(pipe(lq, tile_batch_size=4), reference, rtol=0, atol=1e-5)
+    torch.testing.assert_close(pipe(lq, channels_last=True), reference, rtol=0, atol=1e-4)
+    assert pipe.generator.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.slow
+def test_compile_gives_the_eager_result(trained):
+    """torch.compile on the CPU: about 6 minutes to compile even the tiny model on 2 shared cores, then fast."""
+    pipe = D3SRPipeline.from_pretrained(trained.bundle, device="cpu", color_fix="none", tile_size=0)
+    lq = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    eager = pipe(lq)
+    compiled = pipe(lq, compile=True)
+    assert pipe.generator.unet._compiled_call_impl is not None  # compiled in place
+    torch.testing.assert_close(compiled, eager, rtol=0, atol=1e-4)
+
+
 def test_bf16_runs_and_stays_in_range(trained):
     pipe = D3SRPipeline.from_pretrained(trained.bundle, device="cpu", dtype=torch.bfloat16)
     out = pipe(torch.rand(1, 3, 8, 8))

@@ -11,40 +11,68 @@ from pathlib import Path
 
 import torch
 
+from d3sr.errors import ConfigError
 from d3sr.inference.color_fix import COLOR_FIXES
-from d3sr.inference.tiling import check_tiling
+from d3sr.inference.tiled_vae import ATTENTIONS
+from d3sr.inference.tiling import VAE_TILINGS, check_tiling
 from d3sr.options import DTYPES, check_choice, resolve_device, resolve_precision
 
+# The fields that say how the generator's stages are tiled (tiling.run_generator's keyword arguments).
+TILING_KEYS = ("tile_size", "tile_overlap", "tile_batch_size", "vae_tiling", "vae_attention", "vae_offload", "compile",
+               "channels_last")  # fmt: skip
 CONFIG_FILE = Path(__file__).resolve().parents[1] / "conf" / "inference" / "default.yaml"
 
 
 @dataclass(frozen=True)
 class InferenceOptions:
-    """How D3SRPipeline runs: tiling, colour fix, device and precision.
+    """How D3SRPipeline runs: tiling, colour fix, device, precision and speed settings (see tiling.py).
 
-    tile_size / tile_overlap: output pixels; sides up to tile_size are not split; 0 = never tile (see tiling.py).
+    tile_size / tile_overlap: output pixels; sides up to tile_size are not split; 0 = never tile. tile_overlap is
+    the overlap of the UNet's (and the blended VAE's) tiles.
+    tile_batch_size: tiles per forward, or 'auto' (as many as fill one 512² tile: 1 of 512, 4 of 256, 16 of 128).
+    vae_tiling: 'groupnorm_sync' (layer by layer, whole-image GroupNorm statistics, exact) | 'blend' (each tile
+    encoded/decoded on its own, Gaussian blend). vae_attention: 'global' (exact) | 'tile' (within each tile).
+    vae_offload: with groupnorm_sync on a GPU, keep the whole activation maps in host memory between layers.
     color_fix: 'adain' | 'wavelet' | 'none', towards the bicubic upsample (StableSR/OSEDiff; see color_fix.py).
     device: 'auto' | 'cpu' | 'cuda' | 'cuda:N'. precision: 'auto' (bf16 on CUDA, fp32 on the CPU) | fp32 | bf16 | fp16.
+    compile: torch.compile the UNet and VAE (in place, at the first call that asks; they stay compiled).
+    channels_last: the UNet, the VAE and their inputs in channels-last memory format.
     """
 
     tile_size: int = 512
     tile_overlap: int = 128
+    tile_batch_size: int | str = "auto"
+    vae_tiling: str = "groupnorm_sync"  # our choice: exact, as the tiled VAE of StableSR and OSEDiff (made exact)
+    vae_attention: str = "global"
+    vae_offload: bool = True
     color_fix: str = "adain"  # our choice where the paper is silent: as StableSR's and OSEDiff's inference scripts
     device: str = "auto"
     precision: str = "auto"
+    compile: bool = False
+    channels_last: bool = False
 
     def __post_init__(self) -> None:
         check_tiling(int(self.tile_size), int(self.tile_overlap))
         check_choice("inference.color_fix", self.color_fix, COLOR_FIXES)
         check_choice("inference.precision", self.precision, ("auto", *DTYPES))
+        check_choice("inference.vae_tiling", self.vae_tiling, VAE_TILINGS)
+        check_choice("inference.vae_attention", self.vae_attention, ATTENTIONS)
+        batch = self.tile_batch_size
+        if batch != "auto" and (isinstance(batch, bool) or not isinstance(batch, int) or batch < 1):
+            raise ConfigError(f"inference.tile_batch_size must be 'auto' or a positive integer, got {batch!r}")
+        for key in ("vae_offload", "compile", "channels_last"):
+            if not isinstance(getattr(self, key), bool):
+                raise ConfigError(f"inference.{key} must be true or false, got {getattr(self, key)!r}")
         object.__setattr__(self, "tile_size", int(self.tile_size))
         object.__setattr__(self, "tile_overlap", int(self.tile_overlap))
+
+    def tiling(self) -> dict:
+        """The keyword arguments of tiling.run_generator these options give."""
+        return {key: getattr(self, key) for key in TILING_KEYS}
 
     @classmethod
     def from_config(cls, node) -> InferenceOptions:
         """From an `inference` config node (DictConfig or dict); unknown keys are named in the error."""
-        from d3sr.errors import ConfigError
-
         data = dict(node)
         known = {f.name for f in fields(cls)}
         if unknown := sorted(set(data) - known):

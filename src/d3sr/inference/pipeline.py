@@ -7,6 +7,7 @@
 
 Per image: ×4 bicubic upsampling → padding to a multiple of 8 → VAE encode → one UNet call at T_L → VAE decode
 (each stage tiled above `tile_size` output pixels, see tiling.py) → crop → colour fix towards the bicubic upsample.
+`pipe.super_resolve(lq, progress=callback)` reports the tiles as they are done (d3sr.infer shows them as a bar).
 The math is OneStepGenerator's; this module only loads weights and handles images.
 """
 
@@ -23,7 +24,7 @@ from PIL import Image
 from d3sr.images import from_model_range, generator_input, pil_to_tensor, tensor_to_pil, upsample_lq
 from d3sr.inference.color_fix import color_fix as apply_color_fix
 from d3sr.inference.options import InferenceOptions
-from d3sr.inference.tiling import run_generator
+from d3sr.inference.tiling import StageProgress, run_generator
 from d3sr.models.generator import OneStepGenerator
 from d3sr.models.saved_generator import fuse_lora, load_generator, lora_layers
 from d3sr.options import parse_dtype
@@ -45,6 +46,7 @@ class D3SRPipeline:
         self.generator = generator.eval().requires_grad_(False)
         self.options = options or InferenceOptions()
         self.info = dict(info or {})
+        self._compiled = self._channels_last = False
 
     # --------------------------------------------------------------------------------------------------------------
     # Construction.
@@ -99,21 +101,35 @@ class D3SRPipeline:
     # Super-resolution.
 
     @torch.inference_mode()
-    def super_resolve(self, lq: torch.Tensor, **changes: Any) -> torch.Tensor:
+    def super_resolve(self, lq: torch.Tensor, progress: StageProgress | None = None, **changes: Any) -> torch.Tensor:
         """(B, 3, 4h, 4w) float32 in [0, 1] on the pipeline's device from lq (B, 3, h, w) in [0, 1].
 
-        changes: InferenceOptions fields for this call (tile_size, tile_overlap, color_fix).
+        progress(stage, done, total): called as each tiled stage (encode, denoise, decode) advances (see tiling.py).
+        changes: InferenceOptions fields for this call (tile_size, tile_overlap, color_fix, ...).
         """
         options = self.options.replace(**changes)
+        self._prepare(options)
         lq = lq.to(self.device, torch.float32)
         if not torch.isfinite(lq).all():
             bad = int((~torch.isfinite(lq)).sum())
             raise ValueError(f"the input holds {bad} NaN or infinite value(s); images must be finite, in [0, 1]")
         # The generator's input (bicubic ×4, padded to ×8, [-1, 1]); the stages, tiled; crop; colour fix.
-        sr = run_generator(self.generator, generator_input(lq), options.tile_size, options.tile_overlap)
+        sr = run_generator(self.generator, generator_input(lq), **options.tiling(), progress=progress)
         up = upsample_lq(lq)
         sr = from_model_range(sr[..., : up.shape[-2], : up.shape[-1]])
         return apply_color_fix(sr, up, options.color_fix)
+
+    def _prepare(self, options: InferenceOptions) -> None:
+        """channels_last / torch.compile of the UNet and the VAE's encoder and decoder, in place, once asked."""
+        models = (self.generator.unet, self.generator.vae.encoder, self.generator.vae.decoder)
+        if options.channels_last and not self._channels_last:
+            for model in models:
+                model.to(memory_format=torch.channels_last)
+            self._channels_last = True
+        if options.compile and not self._compiled:
+            for model in models:
+                model.compile(dynamic=False)  # tiles of one size (the last batch padded) reuse one graph
+            self._compiled = True
 
     def __call__(self, images: ImageInput, **options: Any) -> Image.Image | torch.Tensor | list[Image.Image]:
         """Super-resolve a PIL image, a list of PIL images, or a (3, h, w) / (B, 3, h, w) tensor in [0, 1].

@@ -83,7 +83,10 @@ class OneStepGenerator(nn.Module):
 
     def encode(self, image: torch.Tensor) -> torch.Tensor:
         """Scaled VAE latent of an image in [-1, 1]: the posterior's mode (default) or a sample of it."""
-        posterior = self.vae.encode(image.to(self.vae.dtype)).latent_dist
+        return self.latent_from_posterior(self.vae.encode(image.to(self.vae.dtype)).latent_dist)
+
+    def latent_from_posterior(self, posterior) -> torch.Tensor:
+        """Scaled latent read from the VAE encoder's posterior (a DiagonalGaussianDistribution) as `posterior` says."""
         return (posterior.mode() if self.posterior == "mode" else posterior.sample()) * self.scaling_factor
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
