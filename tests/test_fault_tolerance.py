@@ -251,3 +251,66 @@ def test_a_failing_checkpoint_write_is_one_error_line_and_exit_2_in_the_cli(tmp_
     assert len(errors) == 1 and "Traceback" not in result.stderr
     assert f"{tmp_path / 'checkpoints' / 'iter000001.ckpt'}: No space left on device" in errors[0]
     assert not list((tmp_path / "checkpoints").iterdir())  # no half-written file left behind
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Checkpoint folders that cannot be written.
+
+
+class Started(L.Callback):
+    def __init__(self) -> None:
+        self.started = False
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.started = True
+
+
+def test_a_checkpoint_folder_under_a_file_stops_the_run_before_training(fast_cfg, monkeypatch, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("keep me")
+    started = Started()
+    with_callback(monkeypatch, started)
+    with pytest.raises(D3SRError) as failed:
+        train(fast_cfg(f"callbacks.model_checkpoint.dirpath={blocker / 'checkpoints'}"))
+    message = str(failed.value)
+    assert message.startswith(f"cannot write checkpoints to {blocker / 'checkpoints'}: ")
+    assert "(checked before training)" in message
+    assert not started.started and blocker.read_text() == "keep me"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="runs as root: folder permissions do not apply (the EACCES test below "
+                    "injects the error instead)")  # fmt: skip
+def test_a_read_only_checkpoint_folder_stops_the_run_before_training(fast_cfg, monkeypatch, tmp_path):
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    (folder / "last.ckpt").write_bytes(b"an earlier run's checkpoint")
+    folder.chmod(0o555)
+    try:
+        with pytest.raises(D3SRError, match=r"Permission denied \(EACCES\).*Make that folder writable"):
+            train(fast_cfg())
+        assert (folder / "last.ckpt").read_bytes() == b"an earlier run's checkpoint"
+    finally:
+        folder.chmod(0o755)
+
+
+@pytest.mark.parametrize(("code", "remedy"), [(errno.EACCES, "Make that folder writable"),
+                                              (errno.EROFS, "Make that folder writable"),
+                                              (errno.ENOSPC, "Free space in that folder")])  # fmt: skip
+def test_a_folder_that_turns_read_only_mid_run_keeps_the_previous_checkpoint(monkeypatch, tmp_path, code, remedy):
+    import d3sr.callbacks.atomic_checkpoints as atomic
+
+    path = tmp_path / "last.ckpt"
+    io = atomic.AtomicCheckpointIO()
+    io.save_checkpoint({"iteration": 1}, path)
+
+    def refuse(checkpoint, temporary):  # the folder refuses new files (chmod, a read-only remount, a full disk)
+        raise OSError(code, os.strerror(code), str(temporary))
+
+    monkeypatch.setattr(atomic, "_write", refuse)
+    with pytest.raises(D3SRError) as failed:
+        io.save_checkpoint({"iteration": 2}, path)
+    message = str(failed.value)
+    assert f"cannot write the checkpoint {path}: {os.strerror(code)} ({errno.errorcode[code]})" in message
+    assert "the previous last.ckpt is unchanged" in message and remedy in message
+    assert torch.load(path, weights_only=False) == {"iteration": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]

@@ -24,12 +24,15 @@ log = logging.getLogger("d3sr")
 CONFIG_DIR = Path(__file__).resolve().parent / "conf"  # shipped inside the package, so an installed wheel has it
 
 
-def hydra_command(config_name: str, run: Callable[[DictConfig], Any]) -> Callable[[], Any]:
+def hydra_command(config_name: str, run: Callable[[DictConfig], Any],
+                  check: Callable[[DictConfig, bool], None] | None = None) -> Callable[[], Any]:  # fmt: skip
     """The `main` of `python -m d3sr.<command>`: compose conf/<config_name>.yaml with the command line, then run.
 
     A user error ends in one `error:` line and exit status 2; a run that returns a non-zero int exits with it;
     any other result is returned (a sweeper reads train's optimized metric this way). Under `-m` a failing job is
-    logged in one line and left to Hydra, so the other jobs of the sweep still run.
+    logged in one line and left to Hydra, so the other jobs of the sweep still run. check(cfg, multirun), if given,
+    sees the composed config (with its `hydra` node, first value of each sweep) before Hydra starts: what it raises
+    stops the command in one line before any job runs.
     """
 
     @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name=config_name)
@@ -50,22 +53,24 @@ def hydra_command(config_name: str, run: Callable[[DictConfig], Any]) -> Callabl
 
     def main() -> Any:
         # Hydra reports a bad command line in several lines; check it first and say what is wrong in one.
-        run_reporting_errors(check_command_line, config_name, sys.argv[1:])
+        cfg = run_reporting_errors(check_command_line, config_name, sys.argv[1:])
+        if check is not None and cfg is not None:
+            run_reporting_errors(check, cfg, any(arg in ("-m", "--multirun") for arg in sys.argv[1:]))
         return hydra_main()
 
     return main
 
 
-def check_command_line(config_name: str, args: list[str]) -> None:
+def check_command_line(config_name: str, args: list[str]) -> DictConfig | None:
     """ConfigError, in one line naming the key and what is valid, when the overrides in `args` do not compose.
 
     Covers an unknown key (`loss.lambda_advv=0.1`), an unknown group option (`degradation=foo`) and a value of the
     wrong type. Sweeps (`a=1,2`, `-m`) are checked with their first value. Command lines with other Hydra flags
-    (`--cfg job`, `--help`, ...) are left to Hydra.
+    (`--cfg job`, `--help`, ...) are left to Hydra (None is returned). Returns the composed config.
     """
     overrides = [arg for arg in args if arg not in ("-m", "--multirun")]
-    if not overrides or any(arg.startswith("-") for arg in overrides):
-        return
+    if any(arg.startswith("-") for arg in overrides):
+        return None
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except OverrideParseException as error:
@@ -85,7 +90,7 @@ def check_command_line(config_name: str, args: list[str]) -> None:
 
     with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
         try:
-            compose(config_name, overrides=singles, return_hydra_config=True)
+            return compose(config_name, overrides=singles, return_hydra_config=True)
         except MissingConfigException as error:
             raise ConfigError(_missing_option_message(error)) from None
         except ConfigCompositionException as error:

@@ -99,11 +99,21 @@ def read_image_with_alpha(path: str | Path) -> tuple[torch.Tensor, torch.Tensor 
     return rgba[:3], rgba[3:]
 
 
-def list_image_files(folder: str | Path, recursive: bool = False) -> list[Path]:
+def list_image_files(folder: str | Path, recursive: bool = False,
+                     extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> list[Path]:  # fmt: skip
     """Image files (by extension, case-insensitive) in `folder`, sorted."""
     folder = Path(folder)
     found = folder.rglob("*") if recursive else folder.iterdir()
-    return sorted(p for p in found if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    return sorted(p for p in found if p.is_file() and p.suffix.lower() in extensions)
+
+
+def frame_count(path: str | Path) -> int:
+    """Frames (or pages) in an image file: more than 1 for an animated GIF/WebP/PNG or a multi-page TIFF.
+
+    read_image reads the first one. Raises one of UNREADABLE when the file cannot be opened.
+    """
+    with Image.open(path) as image:
+        return getattr(image, "n_frames", 1)
 
 
 def write_png(image: torch.Tensor, path: str | Path) -> Path:

@@ -4,7 +4,9 @@ bundle: an inference bundle folder (d3sr.export) or a training checkpoint (.ckpt
 Outputs are PNG files named like the inputs (`photo.jpg` → `photo.png`), each written to a temporary file and
 renamed into place; inputs are never overwritten. Gray images become RGB, 16-bit images are scaled to [0, 1] (the
 output is 8-bit), EXIF orientation is applied, and transparent images are composited on white (`alpha=white`) or
-keep their alpha channel, upsampled bicubically (`alpha=keep`). Unreadable files are reported and skipped: the
+keep their alpha channel, upsampled bicubically (`alpha=keep`). GIFs are read too (in folders as well), and an
+animated image (GIF, WebP, APNG, multi-page TIFF) is upscaled from its first frame, with a note that says so.
+Unreadable files are reported and skipped: the
 exit status is then 1 (2 when the only named file is unreadable, and for every setup error).
 `input=embedded` upscales ×4-downscaled photos shipped with scikit-image (outputs at the photos' own size).
 """
@@ -26,8 +28,10 @@ from d3sr.commands import hydra_command
 from d3sr.errors import D3SRError
 from d3sr.images import (
     EMBEDDED_HELD_OUT,
+    IMAGE_EXTENSIONS,
     UNREADABLE,
     embedded_lq,
+    frame_count,
     list_image_files,
     read_image,
     read_image_with_alpha,
@@ -41,6 +45,8 @@ log = logging.getLogger("d3sr.infer")
 
 # Photos upscaled by `input=embedded` (make demo): the held-out photos no training stage has seen, and astronaut.
 EMBEDDED_INPUTS = (*EMBEDDED_HELD_OUT, "astronaut")
+# What a folder input holds: the image formats, and GIFs (their first frame, as a single GIF file given).
+INPUT_EXTENSIONS = (*IMAGE_EXTENSIONS, ".gif")
 
 
 @dataclass
@@ -70,9 +76,10 @@ def collect_sources(input_spec: str) -> tuple[list[Source], Path | None]:
     if path.is_file():
         return [Source(path.stem, path)], None
     if path.is_dir():
-        files = list_image_files(path)
+        files = list_image_files(path, extensions=INPUT_EXTENSIONS)
         if not files:
-            raise D3SRError(f"input={path} holds no images (png, jpg, jpeg, bmp, tif, tiff, webp)")
+            names = ", ".join(e.removeprefix(".") for e in INPUT_EXTENSIONS)
+            raise D3SRError(f"input={path} holds no images ({names})")
         return [Source(p.stem, p) for p in files], path
     raise D3SRError(f"input={input_spec} does not exist (give an image file, a folder, or 'embedded')")
 
@@ -105,6 +112,33 @@ def output_paths(sources: list[Source], input_dir: Path | None, output: Path) ->
     return paths
 
 
+class TileProgress:
+    """A nested tqdm bar (leave=False) over the tiles of the image being upscaled, one bar per tiled stage.
+
+    Called as pipeline progress(stage, done, total): steps are tiles through the UNet, and tiles through one layer
+    of the VAE with vae_tiling=groupnorm_sync (tiles × layers in all).
+    """
+
+    NAMES = {"encode": "VAE encode", "denoise": "UNet", "decode": "VAE decode"}
+
+    def __init__(self) -> None:
+        self.bar: tqdm | None = None
+        self.stage: str | None = None
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if stage != self.stage or self.bar is None:
+            self.close()
+            self.stage = stage
+            self.bar = tqdm(total=total, desc=f"  {self.NAMES.get(stage, stage)}", unit="step", leave=False,
+                            file=sys.stderr)  # fmt: skip
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        self.bar = self.stage = None
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # The command.
 
@@ -123,8 +157,8 @@ def infer(cfg: DictConfig) -> int:
     pipe = D3SRPipeline.from_pretrained(
         cfg.bundle, device=device, dtype=dtype, base_model=cfg.get("base_model"), fuse=cfg.fuse_lora, options=options
     )
-    log.info("Loaded %s on %s (%s); tile_size=%d tile_overlap=%d color_fix=%s", cfg.bundle, device,
-             str(dtype).removeprefix("torch."), options.tile_size, options.tile_overlap,
+    log.info("Loaded %s on %s (%s); tile_size=%d tile_overlap=%d vae_tiling=%s color_fix=%s", cfg.bundle, device,
+             str(dtype).removeprefix("torch."), options.tile_size, options.tile_overlap, options.vae_tiling,
              options.color_fix)  # fmt: skip
 
     failed: list[str] = []
@@ -139,7 +173,14 @@ def infer(cfg: DictConfig) -> int:
             tqdm.write(f"skipped unreadable {source.path}: {error}", file=sys.stderr)
             failed.append(str(source.path))
             continue
-        sr = pipe.super_resolve(rgb[None])[0].cpu()
+        if source.path is not None and (frames := frame_count(source.path)) > 1:
+            tqdm.write(f"note: {source.path} is animated ({frames} frames): upscaling its first frame",
+                       file=sys.stderr)  # fmt: skip
+        tiles = TileProgress()
+        try:
+            sr = pipe.super_resolve(rgb[None], progress=tiles)[0].cpu()
+        finally:
+            tiles.close()
         if alpha is not None:
             sr = torch.cat([sr, upsample_lq(alpha[None])[0]])
         output.mkdir(parents=True, exist_ok=True)

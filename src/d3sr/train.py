@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 from pathlib import Path
 
@@ -10,9 +11,9 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from d3sr.callbacks import use_atomic_checkpoints
+from d3sr.callbacks import check_checkpoint_folders, use_atomic_checkpoints
 from d3sr.commands import hydra_command
 from d3sr.errors import ConfigError, D3SRError
 from d3sr.models import D3SRModule
@@ -112,6 +113,7 @@ def train(cfg: DictConfig) -> dict:
     datamodule = instantiate(cfg.data)
     check_optimized_metric(cfg, module, datamodule.val_set is not None)
     trainer = build_trainer(cfg)
+    check_checkpoint_folders(trainer)  # a folder that cannot be written stops the run now, not at the first save
 
     # SIGTERM/SIGUSR1 (d3sr.callbacks.Preemption: last.ckpt saved first) end `fit` with Lightning's SIGTERMException.
     preempted = False
@@ -140,23 +142,59 @@ def train(cfg: DictConfig) -> dict:
     return result
 
 
+def check_sweep(cfg: DictConfig, multirun: bool) -> None:
+    """ConfigError before any job runs when a searching sweeper (Optuna) has no optimized_metric to search on.
+
+    cfg: the composed config with its `hydra` node (d3sr.commands runs this on the command line first).
+    """
+    sweeper = str(OmegaConf.select(cfg, "hydra.sweeper._target_", default="") or "")
+    if multirun and "optuna" in sweeper.lower() and not cfg.get("optimized_metric"):
+        raise ConfigError(
+            "optimized_metric is null, but the Optuna sweeper needs a value to optimise: set optimized_metric (e.g. "
+            "optimized_metric=val/psnr_y) and keep a validation set"
+        )
+
+
+def _check_sweep_in_job(cfg: DictConfig) -> None:
+    """check_sweep inside a Hydra job (for command lines the up-front check leaves to Hydra, e.g. --config-dir)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if HydraConfig.initialized():
+        hydra_cfg = HydraConfig.get()
+        seen = {"optimized_metric": cfg.get("optimized_metric"),
+                "hydra": {"sweeper": {"_target_": hydra_cfg.sweeper.get("_target_")}}}  # fmt: skip
+        check_sweep(OmegaConf.create(seen), hydra_cfg.mode == RunMode.MULTIRUN)
+
+
 def train_for_sweeper(cfg: DictConfig) -> float | None:
     """Train, then return the value of cfg.optimized_metric (what a Hydra sweeper minimises or maximises).
 
-    Either way the run leaves output_dir/result.json (d3sr.run_results), which `python -m d3sr.sweep_report` reads:
-    the metrics and checkpoint of a finished run, or the error of a failed one.
+    Either way the run leaves output_dir/result.json (d3sr.run_results, written by rank 0), which
+    `python -m d3sr.sweep_report` reads: the metrics and checkpoint of a finished run, or the error of a failed one.
+    A run whose optimized metric is NaN or infinite counts as failed (Optuna marks the trial failed too).
     """
+    from lightning.pytorch.utilities import rank_zero_only
+
+    _check_sweep_in_job(cfg)
     try:
         result = train(cfg)
     except Exception as error:
-        write_run_result(cfg.paths.output_dir, {"status": "failed", "error": f"{type(error).__name__}: {error}"})
+        if rank_zero_only.rank == 0:
+            write_run_result(cfg.paths.output_dir, {"status": "failed", "error": f"{type(error).__name__}: {error}"})
         raise
-    write_run_result(cfg.paths.output_dir, {"status": "completed", **result})
     name = cfg.get("optimized_metric")
-    return result["metrics"].get(name) if name else None
+    value = result["metrics"].get(name) if name else None
+    status = {"status": "completed"}
+    if value is not None and not math.isfinite(value):
+        status = {"status": "failed", "error": f"optimized_metric {name} is {value}"}
+        log.warning("optimized_metric %s is %s: this run counts as failed", name, value)
+    if rank_zero_only.rank == 0:
+        write_run_result(cfg.paths.output_dir, {**status, **result})
+    return value
 
 
-main = hydra_command("train", train_for_sweeper)
+main = hydra_command("train", train_for_sweeper, check=check_sweep)
 
 
 if __name__ == "__main__":

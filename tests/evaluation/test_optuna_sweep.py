@@ -145,3 +145,24 @@ def test_report_marks_the_best_trial_and_says_when_it_ran_elsewhere(tmp_path):
     results.write_text("name: optuna\nbest_value: 24.3\n")
     with pytest.raises(D3SRError, match="is not an Optuna sweeper result"):
         read_sweep(tmp_path)
+
+
+def test_a_search_without_an_optimized_metric_is_refused_before_training(tmp_path):
+    result = run_cli("-m", "d3sr.train", "-m", "experiment=demo", "hparams_search=loss_weights_optuna", *SMALL,
+                     f"paths.log_dir={tmp_path}", "optimized_metric=null", "hydra.sweeper.n_trials=1")  # fmt: skip
+    assert result.returncode == 2, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "optimized_metric is null, but the Optuna sweeper needs a value" in errors[0]
+    assert not list(tmp_path.rglob("*.ckpt"))  # stopped before training
+
+
+def test_a_nan_optimized_metric_is_a_failed_run(compose, monkeypatch, tmp_path):
+    import d3sr.train
+
+    metrics = {"val/psnr_y": float("nan"), "val/ssim_y": 0.5}
+    monkeypatch.setattr(d3sr.train, "train", lambda cfg: {"metrics": metrics, "checkpoint": None, "iterations": 1})
+    cfg = compose(["experiment=demo", f"paths.output_dir={tmp_path}"])
+    value = d3sr.train.train_for_sweeper(cfg)
+    assert value != value  # NaN goes back to the sweeper, which marks the trial failed
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["status"] == "failed" and result["error"] == "optimized_metric val/psnr_y is nan"

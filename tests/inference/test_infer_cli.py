@@ -138,9 +138,39 @@ def test_embedded_photos_come_back_at_their_size(trained, tmp_path, compose):
     assert len(list(out.iterdir())) == 4  # the three held-out photos and astronaut
 
 
+def test_large_images_show_their_tiles_progress(trained, tmp_path, compose, capsys):
+    image = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (12, 16, 3), dtype=np.uint8)).save(image)
+    # 48×64 output in tiles of 32: 2×2 VAE cores through every layer, 2×3 UNet tiles.
+    code = run_cli(compose, f"bundle={trained.bundle}", f"input={image}", f"output={tmp_path / 'out'}",
+                   "inference.device=cpu", "inference.tile_size=32", "inference.tile_overlap=16")  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 0 and (tmp_path / "out" / "photo.png").exists()
+    # One bar per tiled stage, with its total: tiles × layers for the synchronised VAE, tiles for the UNet (the bars
+    # are cleared when done, and fast bars show only their start).
+    assert "VAE encode:" in err and "UNet:" in err and "0/6 " in err and "VAE decode:" in err
+
+
+def test_tile_progress_keeps_one_bar_per_stage():
+    from d3sr.infer import TileProgress
+
+    progress = TileProgress()
+    progress("encode", 0, 40)
+    progress("encode", 20, 40)
+    assert progress.bar.total == 40 and progress.bar.n == 20
+    progress("denoise", 0, 6)
+    progress("denoise", 4, 6)
+    assert progress.stage == "denoise" and progress.bar.total == 6 and progress.bar.n == 4
+    progress.close()
+    assert progress.bar is None
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [
+        ("inference.tile_batch_size=0", "inference.tile_batch_size"),
+        ("inference.vae_tiling=exact", "inference.vae_tiling"),
+        ("inference.compile=maybe", "inference.compile"),
         ("inference.color_fix=hist", "inference.color_fix"),
         ("inference.tile_size=100", "inference.tile_size"),
         ("inference.precision=fp8", "inference.precision"),
@@ -151,3 +181,24 @@ def test_embedded_photos_come_back_at_their_size(trained, tmp_path, compose):
 def test_bad_options_name_the_option(trained, tmp_path, compose, capsys, override, message):
     code = run_cli(compose, f"bundle={trained.bundle}", "input=embedded", f"output={tmp_path}", override)
     assert code == 2 and message in capsys.readouterr().err
+
+
+def test_animated_gifs_in_a_folder_are_upscaled_from_their_first_frame_with_a_note(trained, tmp_path, compose, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    frames = [Image.new("RGB", (6, 5), colour) for colour in ((250, 10, 10), (10, 250, 10), (10, 10, 250))]
+    frames[0].save(folder / "anim.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    Image.new("RGB", (4, 4), (120, 120, 120)).save(folder / "still.gif")
+    before = digest(folder)
+    code = run_cli(compose, f"bundle={trained.bundle}", f"input={folder}", f"output={tmp_path / 'out'}",
+                   "inference.device=cpu", "inference.color_fix=adain")  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["anim.png", "still.png"]
+    assert f"note: {folder / 'anim.gif'} is animated (3 frames): upscaling its first frame" in err
+    assert "still.gif is animated" not in err
+    sr = np.asarray(Image.open(tmp_path / "out" / "anim.png"), dtype=np.float32)
+    assert sr.shape == (20, 24, 3)
+    red, green, blue = sr.reshape(-1, 3).mean(0)
+    assert red > green + 100 and red > blue + 100  # the first (red) frame, colour-fixed towards it
+    assert digest(folder) == before  # inputs untouched

@@ -5,6 +5,8 @@ the system's temporary folder and then *moves* it: when that folder is on anothe
 the move is a copy over the old checkpoint, so a kill or a full disk during it leaves a truncated last.ckpt. Here the
 temporary file is written beside the target, flushed to disk, then renamed over it (`os.replace`, atomic on POSIX).
 A write that fails ends in one D3SRError naming the file and the reason (an `error:` line and exit 2 in the CLI).
+check_checkpoint_folders probes every checkpoint folder before training, so a folder that cannot be written (read-only,
+no permission, under a file) stops the run at start-up instead of at the first save.
 """
 
 from __future__ import annotations
@@ -41,13 +43,46 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         try:
             write_atomically(path, lambda temporary: _write(checkpoint, temporary))
         except OSError as error:
-            code = errno.errorcode.get(error.errno or 0)
-            why = f"{error.strerror or error}" + (f" ({code})" if code else "")
+            why = _describe(error)
             kept = f"the previous {path.name} is unchanged" if existed else "no checkpoint was written there"
             raise D3SRError(
-                f"cannot write the checkpoint {path}: {why}; {kept}. "
-                "Free space in that folder or point paths.output_dir elsewhere, then resume from the last checkpoint"
+                f"cannot write the checkpoint {path}: {why}; {kept}. {_remedy(error)}, then resume from the last "
+                "checkpoint"
             ) from error
+
+
+NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def _describe(error: OSError) -> str:
+    code = errno.errorcode.get(error.errno or 0)
+    return f"{error.strerror or error}" + (f" ({code})" if code else "")
+
+
+def _remedy(error: OSError) -> str:
+    """What the user can do about a failed write, by its cause."""
+    if error.errno in NOT_WRITABLE:
+        return "Make that folder writable or point paths.output_dir elsewhere"
+    return "Free space in that folder or point paths.output_dir elsewhere"
+
+
+def check_writable(folder: Path) -> None:
+    """D3SRError unless files can be created in `folder` (made if missing): a probe file is written and removed."""
+    probe = folder / f".write-probe-{os.getpid()}"
+    try:
+        write_atomically(probe, lambda temporary: temporary.write_bytes(b"d3sr"))
+        probe.unlink()
+    except OSError as error:
+        raise D3SRError(
+            f"cannot write checkpoints to {folder}: {_describe(error)} (checked before training). {_remedy(error)}"
+        ) from error
+
+
+def check_checkpoint_folders(trainer: L.Trainer) -> None:
+    """check_writable for the folder of every checkpoint callback of the trainer that has one."""
+    for callback in trainer.checkpoint_callbacks:
+        if getattr(callback, "dirpath", None) and "://" not in str(callback.dirpath):
+            check_writable(Path(callback.dirpath))
 
 
 def use_atomic_checkpoints(trainer: L.Trainer) -> None:
