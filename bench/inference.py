@@ -4,6 +4,7 @@
     python bench/inference.py --device cpu --quick --baseline   # CPU: 256² output, tiles of 128/32 (minutes)
     python bench/inference.py --device cpu --backbone --baseline --output 512 --tile 256   # the tiny backbone
     python bench/inference.py --device cuda --compile       # adds torch.compile rows (compile time reported apart)
+    python bench/inference.py --device cpu --channels-last  # adds channels-last rows
 
 The generator: by default the full-size SD 2.1-base UNet + SD VAE from the published configs
 (src/d3sr/models/architectures.py) with random weights (no download), LoRA added and fused as
@@ -191,7 +192,8 @@ def best_times(variants: dict, image: torch.Tensor, repeats: int, label: str) ->
 
 
 def stage_table(generator: OneStepGenerator, device: torch.device, dtype_name: str, output: int, tile: int,
-                overlap: int, repeats: int, baseline: bool, compile: bool) -> None:  # fmt: skip
+                overlap: int, repeats: int, baseline: bool, compile: bool,
+                channels_last: bool = False) -> None:  # fmt: skip
     """Per-stage seconds of each variant for one output size, and the ratios."""
     pipe = D3SRPipeline(generator, InferenceOptions(tile_size=0, tile_overlap=0)).to(device, dtype_name)
     image = generator_input(torch.rand(1, 3, output // 4, output // 4, device=device))
@@ -206,6 +208,14 @@ def stage_table(generator: OneStepGenerator, device: torch.device, dtype_name: s
     variants["tiled (defaults)"] = (our_stages(generator, Tiling(**tiled)),
                                     area_ratios(output, tile, overlap, "groupnorm_sync"))  # fmt: skip
     best = best_times(variants, image, repeats, dtype_name)
+    if channels_last:
+        # In place: the models stay channels-last, so these rows (and the compiled ones) come after the others.
+        pipe.super_resolve(torch.rand(1, 3, 8, 8, device=device), channels_last=True, tile_size=0)
+        converted = {"untiled + channels_last": (our_stages(generator, Tiling(channels_last=True)), [1.0] * 3),
+                     "tiled + channels_last": (our_stages(generator, Tiling(**tiled, channels_last=True)),
+                                               area_ratios(output, tile, overlap, "groupnorm_sync"))}  # fmt: skip
+        best.update(best_times(converted, image, repeats, dtype_name))
+        variants.update(converted)
     if compile:
         # In place: every later call of these models is compiled, so the compiled rows come last.
         start = time.perf_counter()
@@ -292,6 +302,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per variant (default 5 CUDA, 2 CPU)")
     parser.add_argument("--baseline", action="store_true", help="also time plain diffusers calls of the same models")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (slow to compile on a CPU)")
+    parser.add_argument("--channels-last", action="store_true", help="also time inference.channels_last=true")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory table")
     parser.add_argument("--quick", action="store_true", help="smallest useful run (CPU smoke test)")
     args = parser.parse_args()
@@ -317,7 +328,8 @@ def main() -> None:
     name = torch.cuda.get_device_name(device) if cuda else f"CPU ({torch.get_num_threads()} threads)"
     print(f"\nD³SR generator, {model}, {name}, torch {torch.__version__}")
     for dtype_name in dtypes:
-        stage_table(generator, device, dtype_name, output, tile, overlap, repeats, args.baseline, args.compile)
+        stage_table(generator, device, dtype_name, output, tile, overlap, repeats, args.baseline, args.compile,
+                    args.channels_last)  # fmt: skip
     if args.no_memory:
         return
 
