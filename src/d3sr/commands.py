@@ -22,6 +22,7 @@ from d3sr.errors import ConfigError, run_reporting_errors, user_error
 log = logging.getLogger("d3sr")
 
 CONFIG_DIR = Path(__file__).resolve().parent / "conf"  # shipped inside the package, so an installed wheel has it
+MULTIRUN_FLAGS = ("-m", "--multirun")
 
 
 def hydra_command(config_name: str, run: Callable[[DictConfig], Any],
@@ -55,7 +56,7 @@ def hydra_command(config_name: str, run: Callable[[DictConfig], Any],
         # Hydra reports a bad command line in several lines; check it first and say what is wrong in one.
         cfg = run_reporting_errors(check_command_line, config_name, sys.argv[1:])
         if check is not None and cfg is not None:
-            run_reporting_errors(check, cfg, any(arg in ("-m", "--multirun") for arg in sys.argv[1:]))
+            run_reporting_errors(check, cfg, any(arg in MULTIRUN_FLAGS for arg in sys.argv[1:]))
         return hydra_main()
 
     return main
@@ -66,10 +67,11 @@ def check_command_line(config_name: str, args: list[str]) -> DictConfig | None:
 
     Covers an unknown key (`loss.lambda_advv=0.1`), an unknown group option (`degradation=foo`) and a value of the
     wrong type. Sweeps (`a=1,2`, `-m`) are checked with their first value. Command lines with other Hydra flags
-    (`--cfg job`, `--help`, ...) are left to Hydra (None is returned). Returns the composed config.
+    (`--cfg job`, `--help`, ...) and command lines without overrides (the shipped configs compose) are left to
+    Hydra: None is returned. Otherwise returns the composed config.
     """
-    overrides = [arg for arg in args if arg not in ("-m", "--multirun")]
-    if any(arg.startswith("-") for arg in overrides):
+    overrides = [arg for arg in args if arg not in MULTIRUN_FLAGS]
+    if not overrides or any(arg.startswith("-") for arg in overrides):
         return None
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)

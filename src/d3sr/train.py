@@ -147,8 +147,12 @@ def check_sweep(cfg: DictConfig, multirun: bool) -> None:
 
     cfg: the composed config with its `hydra` node (d3sr.commands runs this on the command line first).
     """
-    sweeper = str(OmegaConf.select(cfg, "hydra.sweeper._target_", default="") or "")
-    if multirun and "optuna" in sweeper.lower() and not cfg.get("optimized_metric"):
+    sweeper = OmegaConf.select(cfg, "hydra.sweeper._target_", default="")
+    _refuse_search_without_metric(sweeper, cfg.get("optimized_metric"), multirun)
+
+
+def _refuse_search_without_metric(sweeper_target: str | None, optimized_metric: str | None, multirun: bool) -> None:
+    if multirun and "optuna" in str(sweeper_target or "").lower() and not optimized_metric:
         raise ConfigError(
             "optimized_metric is null, but the Optuna sweeper needs a value to optimise: set optimized_metric (e.g. "
             "optimized_metric=val/psnr_y) and keep a validation set"
@@ -162,9 +166,8 @@ def _check_sweep_in_job(cfg: DictConfig) -> None:
 
     if HydraConfig.initialized():
         hydra_cfg = HydraConfig.get()
-        seen = {"optimized_metric": cfg.get("optimized_metric"),
-                "hydra": {"sweeper": {"_target_": hydra_cfg.sweeper.get("_target_")}}}  # fmt: skip
-        check_sweep(OmegaConf.create(seen), hydra_cfg.mode == RunMode.MULTIRUN)
+        _refuse_search_without_metric(hydra_cfg.sweeper.get("_target_"), cfg.get("optimized_metric"),
+                                      hydra_cfg.mode == RunMode.MULTIRUN)  # fmt: skip
 
 
 def train_for_sweeper(cfg: DictConfig) -> float | None:

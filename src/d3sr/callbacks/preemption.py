@@ -63,9 +63,9 @@ class Preemption(L.Callback):
         if not trainer.strategy.reduce_boolean_decision(self.received is not None, all=False):
             return
         callback = trainer.checkpoint_callback
-        dirpath = getattr(callback, "dirpath", None) or Path(trainer.default_root_dir) / "checkpoints"
-        path = str(Path(dirpath) / "last.ckpt")
-        if callback is not None:
+        if callback is None:
+            path = str(Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt")
+        else:
             path = callback.format_checkpoint_name({}, callback.CHECKPOINT_NAME_LAST or "last")
         trainer.save_checkpoint(path)
         if callback is not None:
