@@ -11,7 +11,7 @@ import yaml
 from test_sweeps import SMALL, run_cli, write_job
 
 from d3sr.errors import D3SRError
-from d3sr.evaluation.sweeps import read_sweep, sweep_markdown
+from d3sr.evaluation.sweeps import configs_markdown, read_sweep, sweep_markdown
 
 optuna = pytest.importorskip("optuna")  # the `sweeps` extra
 
@@ -78,7 +78,7 @@ def test_two_trials_are_stored_in_the_sqlite_study_and_reported(tmp_path):
     assert summary["best_params"] == best_params and summary["best_value"] == best_result["metrics"]["val/psnr_y"]
     report = run_cli("-m", "d3sr.sweep_report", str(sweep))
     assert report.returncode == 0, report.stderr[-2000:]
-    rows = list(csv.DictReader((sweep / "sweep_report.csv").open()))
+    rows = list(csv.DictReader((sweep / "sweep_report_jobs.csv").open()))
     best_job = next(str(i) for i, (params, _) in enumerate(jobs) if params == best_params)
     assert [r["best"] for r in rows] == ["best" if r["job"] == best_job else "" for r in rows]
     assert [float(r["val/psnr_y"]) for r in rows] == pytest.approx([r["metrics"]["val/psnr_y"] for _, r in jobs],
@@ -124,6 +124,11 @@ def test_report_marks_the_best_trial_and_says_when_it_ran_elsewhere(tmp_path):
     assert "| job | best | overrides | status |" in table
     assert "| 1 | best | loss.lambda_adv=0.0066 loss.lambda_ea_dists=0.75 | completed | 24.3000 |" in table
     assert "| 2 |  | loss.lambda_adv=0.009 loss.lambda_ea_dists=1.9 | failed |" in table
+    # The configuration table (one seed each) marks the best trial's configuration too.
+    table = configs_markdown(jobs, tmp_path)
+    assert "| best | overrides | n | seeds | val/psnr_y | excluded |" in table
+    assert "| best | loss.lambda_adv=0.0066 loss.lambda_ea_dists=0.75 | 1 | default | 24.3000 (n=1) |  |" in table
+    assert "|  | loss.lambda_adv=0.009 loss.lambda_ea_dists=1.9 | 0 |  |  | failed: 1 (job 2 seed default) |" in table
 
     # A resumed study's best can be a trial of an earlier invocation, in another folder.
     results.write_text("name: optuna\nbest_params:\n  loss.lambda_adv: 0.003\n  loss.lambda_ea_dists: 1.0\n"

@@ -32,7 +32,7 @@ def test_submitit_local_runs_each_job_in_its_own_process_and_is_reported(tmp_pat
     report = subprocess.run([sys.executable, "-m", "d3sr.sweep_report", str(sweep)], cwd=REPO, env=environ,
                             capture_output=True, text=True, timeout=300)  # fmt: skip
     assert report.returncode == 0, report.stderr[-2000:]
-    rows = list(csv.DictReader((sweep / "sweep_report.csv").open()))
+    rows = list(csv.DictReader((sweep / "sweep_report_jobs.csv").open()))
     assert [r["overrides"] for r in rows] == ["loss.lambda_adv=0.002", "loss.lambda_adv=0.01"]
     assert all(r["status"] == "completed" and float(r["val/psnr_y"]) > 15 for r in rows), rows
     assert all(Path(r["checkpoint / error"]).is_file() for r in rows)
