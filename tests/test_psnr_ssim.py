@@ -1,14 +1,18 @@
-"""The torch-only PSNR-Y / SSIM-Y of training validation against scikit-image (no pyiqa needed)."""
+"""The torch-only PSNR-Y / SSIM-Y of training validation, and the held-out table's colour error and sharpness, against
+scikit-image (no pyiqa needed)."""
 
 from __future__ import annotations
 
+import kornia
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from skimage import color, data
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+from skimage.transform import downscale_local_mean
 
-from d3sr.psnr_ssim import psnr_y, rgb_to_y, ssim_y
+from d3sr.psnr_ssim import color_error, gradient_energy, psnr_y, rgb_to_lab, rgb_to_y, sharpness, ssim_y
 
 # SSIM as Wang et al. 2004 / BasicSR / pyiqa: 11×11 Gaussian σ=1.5, population covariance, 'valid' window positions.
 SSIM_ARGS = {"data_range": 255, "gaussian_weights": True, "sigma": 1.5, "use_sample_covariance": False}
@@ -69,3 +73,60 @@ def test_identical_images_give_inf_psnr_and_unit_ssim(photo_pairs):
     hr, _ = photo_pairs[0]
     assert float(psnr_y(tensor(hr), tensor(hr))) == float("inf")
     assert float(ssim_y(tensor(hr), tensor(hr))) == pytest.approx(1.0, abs=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Colour error (CIELAB a*b* at 1/8 scale) and sharpness (RMS luma gradient ratio).
+
+
+def test_rgb_to_lab_matches_skimage_and_kornia(photo_pairs):
+    # Photos, and random values with near-black ones (the linear segments of sRGB and of L*a*b*).
+    noise = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    images = [tensor(hr) for hr, _ in photo_pairs] + [noise, noise * 0.02]
+    for image in images:
+        expected = color.rgb2lab(image[0].permute(1, 2, 0).double().numpy())
+        np.testing.assert_allclose(rgb_to_lab(image)[0].permute(1, 2, 0).numpy(), expected, atol=2e-3)
+        torch.testing.assert_close(rgb_to_lab(image).float(), kornia.color.rgb_to_lab(image), atol=2e-3, rtol=0)
+
+
+def test_color_error_matches_skimage_at_one_eighth_scale(photo_pairs):
+    for hr, sr in photo_pairs:
+        # 96×120 crops: 12×15 blocks of 8×8, box-averaged in sRGB, then the a*b* distance.
+        lab_hr, lab_sr = (color.rgb2lab(downscale_local_mean(im / 255.0, (8, 8, 1))) for im in (hr, sr))
+        expected = np.sqrt(((lab_sr[..., 1:] - lab_hr[..., 1:]) ** 2).sum(-1)).mean()
+        assert float(color_error(tensor(sr), tensor(hr))) == pytest.approx(expected, rel=1e-4)
+
+
+def test_color_error_is_zero_for_identical_images_and_grows_with_a_hue_shift():
+    hr = tensor(data.coffee()[:256, :256])
+    assert float(color_error(hr, hr)) == 0.0
+    errors = [float(color_error(kornia.enhance.adjust_hue(hr, shift), hr)) for shift in (0.05, 0.2, 0.8)]
+    assert 0 < errors[0] < errors[1] < errors[2], errors
+
+
+def test_gradient_energy_matches_numpy_forward_differences(photo_pairs):
+    hr, _ = photo_pairs[2]
+    y = y_channel(hr) / 255.0
+    dx, dy = np.diff(y, axis=1)[:-1, :], np.diff(y, axis=0)[:, :-1]
+    assert float(gradient_energy(tensor(hr))) == pytest.approx((dx**2 + dy**2).mean(), rel=1e-4)
+
+
+def test_sharpness_is_one_for_the_image_and_below_one_when_blurred(photo_pairs):
+    hr = tensor(photo_pairs[0][0])
+    assert float(sharpness(hr, hr)) == pytest.approx(1.0, abs=1e-6)
+    blurred = F.avg_pool2d(F.pad(hr, (2, 2, 2, 2), mode="reflect"), 5, stride=1)  # a 5×5 box blur
+    noisy = (hr + 0.05 * torch.randn(hr.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    assert float(sharpness(blurred, hr)) < 0.8  # measured 0.72
+    assert float(sharpness(noisy, hr)) > 1.3  # measured 1.65
+    assert float(sharpness(hr, blurred)) > 1.2  # measured 1.38 (= 1 / 0.72): output over reference
+
+
+def test_shape_mismatch_and_too_small_images_are_refused():
+    with pytest.raises(ValueError, match="same shape"):
+        color_error(torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 8))
+    with pytest.raises(ValueError, match="smaller than the downscale factor"):
+        color_error(torch.rand(1, 3, 4, 16), torch.rand(1, 3, 4, 16))
+    with pytest.raises(ValueError, match="same shape"):
+        sharpness(torch.rand(1, 3, 16, 16), torch.rand(2, 3, 16, 16))
+    with pytest.raises(ValueError, match="flat"):
+        sharpness(torch.rand(1, 3, 16, 16), torch.full((1, 3, 16, 16), 0.5))

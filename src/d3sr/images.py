@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 
 from d3sr.atomic_files import write_atomically
+from d3sr.errors import D3SRError
 
 SCALE = 4  # D³SR is a ×4 model
 LATENT_FACTOR = 8  # pixels per latent pixel of the SD VAE
@@ -30,6 +31,21 @@ EMBEDDED_HELD_OUT = ("chelsea", "coffee", "rocket")
 EMBEDDED_TRAIN = ("astronaut", "hubble_deep_field", "immunohistochemistry", "retina", "motorcycle_left",
                   "motorcycle_right", "colorwheel", "camera", "brick", "grass", "gravel", "moon", "coins", "cell",
                   "clock", "page", "text")  # fmt: skip
+
+# A second held-out set, for testing only (never trained on): real colour photographs that ship inside other
+# installed distributions, {name: (distribution, path relative to its install folder)}. All come with
+# `pip install -e ".[metrics,app,sweeps,dev]"` (what `make install` and CI run): matplotlib is in the `dev` extra,
+# gradio in `app`, pyiqa in `metrics` (its wheel carries five TID2013 reference photos, from the Kodak set).
+# `held_out_photo` center-crops them to at most EXTRA_HELD_OUT_SIZE² (multiples of 8).
+EXTRA_HELD_OUT = {
+    "grace_hopper": ("matplotlib", "matplotlib/mpl-data/sample_data/grace_hopper.jpg"),  # 512×600 portrait
+    "cheetah": ("gradio", "gradio/media_assets/images/cheetah.jpg"),  # 502×343, panned (blurred) background
+    "eiffel_tower": ("gradio", "gradio/media_assets/images/tower.jpg"),  # 377×600, lit ironwork at dusk
+    "kodak_hats": ("pyiqa", "ResultsCalibra/ref_dir/I03.bmp"),  # 512×384 lossless, saturated colours
+    "kodak_houses": ("pyiqa", "ResultsCalibra/ref_dir/I08.bmp"),  # 512×384 lossless, fine detail
+}
+EXTRA_HELD_OUT_SIZE = 512
+EXTRA_OF_DISTRIBUTION = {"matplotlib": "dev", "gradio": "app", "pyiqa": "metrics"}  # pyproject's optional extras
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -133,6 +149,38 @@ def embedded_photo(name: str) -> torch.Tensor:
     if loader is None:
         raise ValueError(f"{name!r} is not an image in skimage.data")
     return to_tensor(loader())
+
+
+def extra_photo_path(name: str) -> Path:
+    """The file of an EXTRA_HELD_OUT photo inside its distribution; D3SRError naming the distribution if missing."""
+    from importlib import metadata
+
+    if name not in EXTRA_HELD_OUT:
+        raise ValueError(f"{name!r} is not an extra held-out photo; choose from {sorted(EXTRA_HELD_OUT)}")
+    distribution, relative = EXTRA_HELD_OUT[name]
+    try:
+        path = Path(metadata.distribution(distribution).locate_file(relative))
+    except metadata.PackageNotFoundError as error:
+        extra = EXTRA_OF_DISTRIBUTION.get(distribution, "metrics,app,sweeps,dev")
+        raise D3SRError(f"the held-out photo {name!r} ships with the package {distribution!r}, which is not "
+                        f'installed (pip install -e ".[{extra}]")') from error  # fmt: skip
+    if not path.is_file():
+        version = metadata.version(distribution)
+        raise D3SRError(f"the held-out photo {name!r} is not in the installed package {distribution!r} "
+                        f"{version}: no file {relative}")  # fmt: skip
+    return path
+
+
+def held_out_photo(name: str) -> torch.Tensor:
+    """A held-out photo of either set, (3, H, W) in [0, 1]: EXTRA_HELD_OUT center-cropped to at most
+    EXTRA_HELD_OUT_SIZE² with sides multiples of 8; any other name (EMBEDDED_HELD_OUT) as `embedded_photo` gives it."""
+    if name not in EXTRA_HELD_OUT:
+        return embedded_photo(name)
+    photo = read_image(extra_photo_path(name))
+    height, width = photo.shape[-2:]
+    crop_h, crop_w = (min(side, EXTRA_HELD_OUT_SIZE) // LATENT_FACTOR * LATENT_FACTOR for side in (height, width))
+    top, left = (height - crop_h) // 2, (width - crop_w) // 2
+    return photo[:, top : top + crop_h, left : left + crop_w]
 
 
 def embedded_lq(name: str) -> torch.Tensor:
