@@ -120,3 +120,23 @@ def test_the_shipped_backbone_loads_and_records_its_held_out_psnr():
     backbone = pretrained_tiny("sd", with_vae=True)
     assert backbone.vae.config.scaling_factor == manifest["scaling_factor"]
     assert pretrained_tiny("sdxl", with_vae=False).unet.config.addition_embed_type == "text_time"
+
+
+def test_pretrain_levers_more_latent_channels_dead_leaves_and_colour(compose, tmp_path):
+    """latent_channels, dead-leaves crops and colour augmentation: the folder builds the demo G and D with N channels."""
+    folder = tmp_path / "levers"
+    levers = ["latent_channels=8", "data.dead_leaves_pool=2", "data.dead_leaves_size=64", "vae.dead_leaves=0.5",
+              "unet.dead_leaves=0.5", "vae.color_augment=1.0", "unet.color_augment=1.0"]  # fmt: skip
+    manifest = pretrain(compose([f"output={folder}", *QUICK, *levers], config_name="pretrain_tiny"))
+    assert manifest["stages"]["vae"]["dead_leaves"] == 0.5 and manifest["stages"]["unet"]["color_augment"] == 1.0
+    assert json.loads((folder / "vae" / "config.json").read_text())["latent_channels"] == 8
+    unet = json.loads((folder / "unet_sdxl" / "config.json").read_text())
+    assert unet["in_channels"] == unet["out_channels"] == 8
+    generator = pretrained_tiny("sd", with_vae=True, folder=str(folder))
+    assert generator.vae.config.latent_channels == generator.unet.config.in_channels == 8
+    cfg = compose(["model/generator=demo", "model/discriminator=demo", f"model.generator.backbone.folder={folder}",
+                   f"model.discriminator.backbone.folder={folder}"])  # fmt: skip
+    g, d = instantiate(cfg.model.generator), instantiate(cfg.model.discriminator)
+    sr, z_sr = g(torch.rand(1, 3, 32, 32) * 2 - 1)
+    assert sr.shape == (1, 3, 32, 32) and z_sr.shape == (1, 8, 4, 4)
+    assert torch.isfinite(d(z_sr)).all()

@@ -39,6 +39,7 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 import d3sr
+from d3sr.data.synthetic import augment_color, dead_leaves
 from d3sr.errors import ConfigError, D3SRError, run_reporting_errors
 from d3sr.images import (
     EMBEDDED_HELD_OUT,
@@ -65,15 +66,17 @@ HELD_OUT_TIMESTEPS = (50, 250, 500, 750, 950)  # the t at which the UNets' held-
 
 
 class PhotoCrops:
-    """Random square crops of a fixed set of photos, as (B, 3, crop, crop) in [0, 1].
+    """Random square crops of a fixed set of photos and of procedural dead-leaves images, as (B, 3, crop, crop) in [0, 1].
 
-    Each crop comes from a photo drawn with weight `color_weight` for colour photos and 1 for gray ones (most of
-    the training photos are gray, the held-out ones are in colour), at a uniform position, then is flipped
-    left-right, flipped up-down and transposed with probability 1/2 each (the 8 symmetries of the square), and with
-    `permute_channels` its RGB channels are put in a random order.
+    A crop comes, with probability `dead_leaves`, from a pool of `pool` dead-leaves images (d3sr.data.synthetic, drawn
+    once from `seed`), else from a photo drawn with weight `color_weight` for colour photos and 1 for gray ones
+    (most of the training photos are gray, the held-out ones are in colour); a photo crop is colour-augmented (hue
+    rotation, saturation, channel order) with probability `color_augment`. The crop's position is uniform, then it is
+    flipped left-right, flipped up-down and transposed with probability 1/2 each (the 8 symmetries of the square), and
+    with `permute_channels` its RGB channels are put in a random order.
     """
 
-    def __init__(self, names: tuple[str, ...] | list[str]) -> None:
+    def __init__(self, names: tuple[str, ...] | list[str], pool: int = 0, pool_size: int = 256, seed: int = 0) -> None:
         leaked = sorted(set(names) & set(EMBEDDED_HELD_OUT))
         if leaked:
             raise ValueError(f"the held-out photos {leaked} must never be trained on")
@@ -81,13 +84,17 @@ class PhotoCrops:
         self.photos = [embedded_photo(name) for name in self.names]
         self.smallest_side = min(min(photo.shape[-2:]) for photo in self.photos)
         self.is_color = torch.tensor([bool((photo != photo[:1]).any()) for photo in self.photos])
+        generator = torch.Generator().manual_seed(seed)
+        self.leaves = [dead_leaves(pool_size, generator) for _ in range(pool)]
+        if pool:
+            self.smallest_side = min(self.smallest_side, pool_size)
 
     def check_crop(self, key: str, crop: int) -> int:
-        """Return `crop` if it is a positive multiple of 8 that fits in every photo, else raise ConfigError."""
+        """Return `crop` if it is a positive multiple of 8 that fits in every image, else raise ConfigError."""
         if crop <= 0 or crop % LATENT_FACTOR or crop > self.smallest_side:
             raise ConfigError(
                 f"{key}={crop} is not valid; choose a multiple of {LATENT_FACTOR} in [8, {self.smallest_side}] "
-                "(the smallest training photo's side)"
+                "(the smallest training image's side)"
             )
         return crop
 
@@ -98,15 +105,24 @@ class PhotoCrops:
         generator: torch.Generator,
         permute_channels: bool = False,
         color_weight: float = 1.0,
+        dead_leaves: float = 0.0,
+        color_augment: float = 0.0,
     ) -> torch.Tensor:
         """(batch, 3, crop, crop) in [0, 1], drawn with `generator`."""
+        if dead_leaves > 0 and not self.leaves:
+            raise ConfigError("a dead_leaves fraction > 0 needs pretraining data.dead_leaves_pool > 0")
         weights = torch.where(self.is_color, float(color_weight), 1.0)
         crops = []
         for _ in range(batch):
-            photo = self.photos[int(torch.multinomial(weights, 1, generator=generator))]
-            top = int(torch.randint(photo.shape[-2] - crop + 1, (1,), generator=generator))
-            left = int(torch.randint(photo.shape[-1] - crop + 1, (1,), generator=generator))
-            x = photo[:, top : top + crop, left : left + crop]
+            # (No draw for a lever that is off: the default run's random stream is the shipped backbone's.)
+            synthetic = dead_leaves > 0 and float(torch.rand((), generator=generator)) < dead_leaves
+            if synthetic:
+                image = self.leaves[int(torch.randint(len(self.leaves), (1,), generator=generator))]
+            else:
+                image = self.photos[int(torch.multinomial(weights, 1, generator=generator))]
+            top = int(torch.randint(image.shape[-2] - crop + 1, (1,), generator=generator))
+            left = int(torch.randint(image.shape[-1] - crop + 1, (1,), generator=generator))
+            x = image[:, top : top + crop, left : left + crop]
             flip_lr, flip_ud, transpose = torch.randint(2, (3,), generator=generator).tolist()
             order = torch.randperm(3, generator=generator)
             if flip_lr:
@@ -117,8 +133,27 @@ class PhotoCrops:
                 x = x.transpose(-1, -2)
             if permute_channels:
                 x = x[order]
+            if not synthetic and color_augment > 0 and float(torch.rand((), generator=generator)) < color_augment:
+                x = augment_color(x, generator)
             crops.append(x)
         return torch.stack(crops).contiguous()
+
+    def sample_for(self, cfg: DictConfig, crop: int, generator: torch.Generator) -> torch.Tensor:
+        """A batch as a stage's config says (batch, permute_channels, color_weight, dead_leaves, color_augment)."""
+        return self.sample(
+            int(cfg.batch), crop, generator, bool(cfg.permute_channels), float(cfg.color_weight),
+            float(cfg.get("dead_leaves", 0.0)), float(cfg.get("color_augment", 0.0)),
+        )  # fmt: skip
+
+
+def demo_architectures(latent_channels: int) -> dict[str, dict]:
+    """architectures.DEMO_* with `latent_channels` latent channels (VAE latents, UNet inputs and outputs)."""
+    check_positive("latent_channels", latent_channels)
+    return {
+        "vae": {**arch.DEMO_VAE, "latent_channels": latent_channels},
+        "sd": {**arch.DEMO_UNET_SD, "in_channels": latent_channels, "out_channels": latent_channels},
+        "sdxl": {**arch.DEMO_UNET_SDXL, "in_channels": latent_channels, "out_channels": latent_channels},
+    }
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -186,11 +221,13 @@ def image_gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return x[..., :, 1:] - x[..., :, :-1], x[..., 1:, :] - x[..., :-1, :]
 
 
-def train_vae(cfg: DictConfig, data: PhotoCrops, seed: int, log_every: int) -> tuple[AutoencoderKL, dict]:
-    """Stage 1: DEMO_VAE trained as an autoencoder; returns the VAE (train mode) and the stage's record."""
+def train_vae(
+    cfg: DictConfig, data: PhotoCrops, seed: int, log_every: int, architecture: dict, device: torch.device
+) -> tuple[AutoencoderKL, dict]:
+    """Stage 1: the VAE (`architecture`) trained as an autoencoder; returns it (train mode) and the stage's record."""
     crop = data.check_crop("vae.crop", int(cfg.crop))
     torch.manual_seed(seed)
-    vae = AutoencoderKL(**arch.DEMO_VAE)
+    vae = AutoencoderKL(**architecture).to(device)
     optimizer = torch.optim.Adam(vae.parameters(), lr=float(cfg.lr))
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(int(cfg.steps), int(cfg.warmup_steps)))
     data_rng, noise_rng = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed + 1)
@@ -199,9 +236,7 @@ def train_vae(cfg: DictConfig, data: PhotoCrops, seed: int, log_every: int) -> t
     bar = progress(int(cfg.steps), "stage 1/2 vae")
     for step in bar:
         # Reconstruct a batch of crops through a posterior sample.
-        x = to_model_range(
-            data.sample(int(cfg.batch), crop, data_rng, bool(cfg.permute_channels), float(cfg.color_weight))
-        )
+        x = to_model_range(data.sample_for(cfg, crop, data_rng)).to(device)
         posterior = vae.encode(x).latent_dist
         x_rec = vae.decode(posterior.sample(generator=noise_rng)).sample
         # L1 on pixels and on image gradients, and the KL term per latent element.
@@ -230,9 +265,9 @@ def train_vae(cfg: DictConfig, data: PhotoCrops, seed: int, log_every: int) -> t
 @torch.no_grad()
 def latent_std(vae: AutoencoderKL, data: PhotoCrops, crops: int, crop: int, seed: int) -> float:
     """Standard deviation of the unscaled latents (posterior mode) of `crops` fixed training crops."""
-    generator = torch.Generator().manual_seed(seed)
+    generator, device = torch.Generator().manual_seed(seed), next(vae.parameters()).device
     z = [
-        vae.encode(to_model_range(data.sample(8, crop, generator, False))).latent_dist.mode()
+        vae.encode(to_model_range(data.sample(8, crop, generator, False)).to(device)).latent_dist.mode()
         for _ in range(crops // 8)
     ]
     return float(torch.cat(z).std())
@@ -283,15 +318,23 @@ def fixed_embeds(seed: int) -> dict[str, torch.Tensor]:
 
 
 def train_unets(
-    cfg: DictConfig, vae: AutoencoderKL, data: PhotoCrops, embeds: dict[str, torch.Tensor], seed: int, log_every: int
+    cfg: DictConfig,
+    vae: AutoencoderKL,
+    data: PhotoCrops,
+    embeds: dict[str, torch.Tensor],
+    seed: int,
+    log_every: int,
+    architectures: dict[str, dict],
+    device: torch.device,
 ) -> tuple[UNet2DConditionModel, UNet2DConditionModel, dict]:
-    """Stage 2: DEMO_UNET_SD and DEMO_UNET_SDXL on the ε-objective over the frozen VAE's scaled latents."""
+    """Stage 2: the SD-style and SDXL-style UNets (`architectures`) on the ε-objective over the frozen VAE's latents."""
     crop = data.check_crop("unet.crop", int(cfg.crop))
     scaling_factor = float(vae.config.scaling_factor)
     scheduler = DDPMScheduler(**arch.SCHEDULER)
     num_steps = scheduler.config.num_train_timesteps
     torch.manual_seed(seed)
-    unets = {"sd": UNet2DConditionModel(**arch.DEMO_UNET_SD), "sdxl": UNet2DConditionModel(**arch.DEMO_UNET_SDXL)}
+    unets = {kind: UNet2DConditionModel(**architectures[kind]).to(device) for kind in ("sd", "sdxl")}
+    embeds = {key: value.to(device) for key, value in embeds.items()}
     optimizers = {kind: torch.optim.AdamW(unet.parameters(), lr=float(cfg.lr)) for kind, unet in unets.items()}
     factor = warmup_cosine(int(cfg.steps), int(cfg.warmup_steps))
     schedules = {kind: torch.optim.lr_scheduler.LambdaLR(opt, factor) for kind, opt in optimizers.items()}
@@ -302,14 +345,12 @@ def train_unets(
     for step in bar:
         # Scaled latents of a batch of crops (frozen VAE, posterior mode, as the generator encodes).
         with torch.no_grad():
-            x = to_model_range(
-                data.sample(int(cfg.batch), crop, data_rng, bool(cfg.permute_channels), float(cfg.color_weight))
-            )
+            x = to_model_range(data.sample_for(cfg, crop, data_rng)).to(device)
             z = vae.encode(x).latent_dist.mode() * scaling_factor
         for kind, unet in unets.items():
             # Forward-diffuse to t ~ U{0..999} and regress ε.
-            t = torch.randint(num_steps, (z.shape[0],), generator=noise_rng)
-            eps = torch.randn(z.shape, generator=noise_rng)
+            t = torch.randint(num_steps, (z.shape[0],), generator=noise_rng).to(device)
+            eps = torch.randn(z.shape, generator=noise_rng).to(device)
             z_t = scheduler.add_noise(z, eps, t)
             eps_hat = predict_eps(unet, kind, z_t, t, embeds, crop)
             loss = F.mse_loss(eps_hat, eps)
@@ -340,7 +381,7 @@ def predict_eps(
     context = embeds[f"{kind}.prompt_embeds"].expand(batch, -1, -1)
     added = None
     if kind == "sdxl":
-        time_ids = torch.tensor([crop, crop, 0, 0, crop, crop], dtype=z_t.dtype)  # (H, W, 0, 0, H, W) in pixels
+        time_ids = torch.tensor([crop, crop, 0, 0, crop, crop], dtype=z_t.dtype, device=z_t.device)  # (H, W, 0, 0, H, W) in pixels
         added = {"text_embeds": embeds["sdxl.pooled_prompt_embeds"].expand(batch, -1),
                  "time_ids": time_ids.expand(batch, -1)}  # fmt: skip
     return unet(z_t, t, encoder_hidden_states=context, added_cond_kwargs=added).sample
@@ -433,12 +474,14 @@ def pretrain_into(cfg: DictConfig, output: Path) -> dict:
     seed, log_every = int(cfg.seed), int(cfg.log_every)
     begin = time.perf_counter()
     log.info("Loading the %d training photos (held out: %s)", len(EMBEDDED_TRAIN), ", ".join(EMBEDDED_HELD_OUT))
-    data = PhotoCrops(EMBEDDED_TRAIN)
+    data = PhotoCrops(EMBEDDED_TRAIN, int(cfg.data.dead_leaves_pool), int(cfg.data.dead_leaves_size), seed + 5)
+    architectures = demo_architectures(int(cfg.latent_channels))
     data.check_crop("vae.crop", int(cfg.vae.crop))
     data.check_crop("unet.crop", int(cfg.unet.crop))
 
     # Stage 1: the autoencoder, then its weights as shipped (float16) and its latent scale.
-    vae, vae_record = train_vae(cfg.vae, data, seed, log_every)
+    device = torch.device(str(cfg.device))
+    vae, vae_record = train_vae(cfg.vae, data, seed, log_every, architectures["vae"], device)
     vae = round_to_float16(vae).eval().requires_grad_(False)
     std = latent_std(vae, data, crops=64, crop=int(cfg.unet.crop), seed=seed + 2)
     vae.register_to_config(scaling_factor=round(1.0 / std, 5))
@@ -446,8 +489,9 @@ def pretrain_into(cfg: DictConfig, output: Path) -> dict:
 
     # Stage 2: the two UNets on the frozen VAE's latents, with fixed embeddings.
     embeds = fixed_embeds(seed)
-    unet_sd, unet_sdxl, unet_record = train_unets(cfg.unet, vae, data, embeds, seed + 3, log_every)
-    unet_sd, unet_sdxl = (round_to_float16(u).eval().requires_grad_(False) for u in (unet_sd, unet_sdxl))
+    unet_sd, unet_sdxl, unet_record = train_unets(cfg.unet, vae, data, embeds, seed + 3, log_every, architectures, device)
+    unet_sd, unet_sdxl = (round_to_float16(u.cpu()).eval().requires_grad_(False) for u in (unet_sd, unet_sdxl))
+    vae = vae.cpu()
 
     # Held-out measurements of the shipped weights.
     evaluation_start = time.perf_counter()

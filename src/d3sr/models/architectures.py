@@ -124,13 +124,17 @@ def unet_config(arch: str) -> dict[str, Any]:
 # `python -m d3sr.pretrain_tiny` pretrains them; `d3sr.models.loading.pretrained_tiny` loads the result.
 # The demo VAE is wider than the random test preset; the UNets keep the test presets' widths (the size of the shipped
 # folder is the limit) and differ from them only in being pretrained.
+# SD's 4 latent channels; `python -m d3sr.pretrain_tiny latent_channels=N` builds the same classes with N (the UNets
+# then take and predict N channels through the same one-step code path; measured in BENCHMARKS.md).
+DEMO_LATENT_CHANNELS = 4
 DEMO_VAE = {
     **TINY_VAE,
+    "latent_channels": DEMO_LATENT_CHANNELS,
     "block_out_channels": [32, 32, 64, 64],
     "norm_num_groups": 16,
     "sample_size": 128,
     "scaling_factor": 1.0,  # replaced by 1 / std of the training latents after pretraining, as Stable Diffusion did
 }
-DEMO_UNET_SD = dict(TINY_UNET_SD)
-DEMO_UNET_SDXL = dict(TINY_UNET_SDXL)
+DEMO_UNET_SD = {**TINY_UNET_SD, "in_channels": DEMO_LATENT_CHANNELS, "out_channels": DEMO_LATENT_CHANNELS}
+DEMO_UNET_SDXL = {**TINY_UNET_SDXL, "in_channels": DEMO_LATENT_CHANNELS, "out_channels": DEMO_LATENT_CHANNELS}
 DEMO_TEXT_SHAPES = dict(TINY_TEXT_SHAPES)
