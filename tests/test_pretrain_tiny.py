@@ -123,7 +123,7 @@ def test_the_shipped_backbone_loads_and_records_its_held_out_psnr():
 
 
 def test_pretrain_levers_more_latent_channels_dead_leaves_and_colour(compose, tmp_path):
-    """latent_channels, dead-leaves crops and colour augmentation: the folder builds the demo G and D with N channels."""
+    """latent_channels, dead-leaves crops and colour augmentation: the folder builds the demo G and D on N channels."""
     folder = tmp_path / "levers"
     levers = ["latent_channels=8", "data.dead_leaves_pool=2", "data.dead_leaves_size=64", "vae.dead_leaves=0.5",
               "unet.dead_leaves=0.5", "vae.color_augment=1.0", "unet.color_augment=1.0"]  # fmt: skip

@@ -66,7 +66,7 @@ HELD_OUT_TIMESTEPS = (50, 250, 500, 750, 950)  # the t at which the UNets' held-
 
 
 class PhotoCrops:
-    """Random square crops of a fixed set of photos and of procedural dead-leaves images, as (B, 3, crop, crop) in [0, 1].
+    """Random square crops of photos and of procedural dead-leaves images, as (B, 3, crop, crop) in [0, 1].
 
     A crop comes, with probability `dead_leaves`, from a pool of `pool` dead-leaves images (d3sr.data.synthetic, drawn
     once from `seed`), else from a photo drawn with weight `color_weight` for colour photos and 1 for gray ones
@@ -327,7 +327,7 @@ def train_unets(
     architectures: dict[str, dict],
     device: torch.device,
 ) -> tuple[UNet2DConditionModel, UNet2DConditionModel, dict]:
-    """Stage 2: the SD-style and SDXL-style UNets (`architectures`) on the ε-objective over the frozen VAE's latents."""
+    """Stage 2: the SD-style and SDXL-style UNets (`architectures`) on the ε-objective over the frozen VAE latents."""
     crop = data.check_crop("unet.crop", int(cfg.crop))
     scaling_factor = float(vae.config.scaling_factor)
     scheduler = DDPMScheduler(**arch.SCHEDULER)
@@ -381,7 +381,8 @@ def predict_eps(
     context = embeds[f"{kind}.prompt_embeds"].expand(batch, -1, -1)
     added = None
     if kind == "sdxl":
-        time_ids = torch.tensor([crop, crop, 0, 0, crop, crop], dtype=z_t.dtype, device=z_t.device)  # (H, W, 0, 0, H, W) in pixels
+        # (H, W, 0, 0, H, W) in pixels.
+        time_ids = torch.tensor([crop, crop, 0, 0, crop, crop], dtype=z_t.dtype, device=z_t.device)
         added = {"text_embeds": embeds["sdxl.pooled_prompt_embeds"].expand(batch, -1),
                  "time_ids": time_ids.expand(batch, -1)}  # fmt: skip
     return unet(z_t, t, encoder_hidden_states=context, added_cond_kwargs=added).sample
@@ -489,7 +490,9 @@ def pretrain_into(cfg: DictConfig, output: Path) -> dict:
 
     # Stage 2: the two UNets on the frozen VAE's latents, with fixed embeddings.
     embeds = fixed_embeds(seed)
-    unet_sd, unet_sdxl, unet_record = train_unets(cfg.unet, vae, data, embeds, seed + 3, log_every, architectures, device)
+    unet_sd, unet_sdxl, unet_record = train_unets(
+        cfg.unet, vae, data, embeds, seed + 3, log_every, architectures, device
+    )
     unet_sd, unet_sdxl = (round_to_float16(u.cpu()).eval().requires_grad_(False) for u in (unet_sd, unet_sdxl))
     vae = vae.cpu()
 
