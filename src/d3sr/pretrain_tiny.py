@@ -2,7 +2,10 @@
 
 D³SR fine-tunes a pretrained latent diffusion model; the embedded demo does the same at toy scale with a backbone the
 project pretrains here, on the CPU, from the photos shipped with scikit-image. Only `EMBEDDED_TRAIN` is trained on;
-the held-out photos (`EMBEDDED_HELD_OUT`) only measure the result.
+the held-out photos (`EMBEDDED_HELD_OUT`) only measure the result. Levers, off by default (the default run reproduces
+the shipped folder): `latent_channels`, crops from procedural dead-leaves images (`data.dead_leaves_pool`,
+`vae|unet.dead_leaves`) and colour augmentation of photo crops (`vae|unet.color_augment`); `device=cuda` for a quick
+look at a variant (the shipped copy is made on the CPU).
   Stage 1, the VAE (architectures.DEMO_VAE) as an autoencoder on random crops with flips and transpositions:
     L = ‖x̂ − x‖₁ + λ_edge·‖∇x̂ − ∇x‖₁ + λ_KL·KL(q(z|x) ‖ N(0, I)), images in [-1, 1], means per element;
     then scaling_factor = 1 / std of the training latents (posterior mode), as Stable Diffusion did.
