@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO_DIR ?= outputs/demo
 ARGS ?=
 
-.PHONY: install demo pretrain-tiny test test-full lint format train clean
+.PHONY: install demo pretrain-tiny test test-full upgrade-check lint format train clean
 
 install: $(STAMP)  ## .venv with d3sr (editable) and its metrics/dev extras
 
@@ -34,6 +34,15 @@ test: install  ## the fast CPU test suite (what CI runs)
 
 test-full: install  ## every test, slow ones included
 	$(BIN)/python -m pytest -q -m "slow or not slow"
+
+UPGRADE_VENV ?= .venv-upgrade
+upgrade-check:  ## the newest versions pyproject.toml allows, in a scratch venv, then the fast suite (docs/dependencies.md)
+	rm -rf $(UPGRADE_VENV)
+	$(PYTHON) -m venv $(UPGRADE_VENV)
+	$(UPGRADE_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(UPGRADE_VENV)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -e ".[metrics,app,sweeps,dev]"
+	$(UPGRADE_VENV)/bin/python -m pip list --format=freeze | grep -iE '^(torch|lightning|diffusers|hydra-core|omegaconf|peft|transformers|torchmetrics|kornia|pyiqa)=='
+	$(UPGRADE_VENV)/bin/python -m pytest -q $(ARGS)
 
 lint: install
 	$(BIN)/ruff check src tests bench

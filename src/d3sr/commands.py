@@ -62,6 +62,26 @@ def hydra_command(config_name: str, run: Callable[[DictConfig], Any],
     return main
 
 
+def first_values(overrides: list[str]) -> list[str]:
+    """Each override as a single `key=value`: a sweep (`a=1,2`, `a=range(1,3)`) becomes its first value.
+
+    The one use of Hydra's override parser, which is not a public API (hydra.core.override_parser): its test
+    (tests/test_command_line.py) names the Hydra version when the parser changes. Sweeper-only syntax whose values
+    cannot be listed (interval(), ...) is dropped: the sweeper checks it. Raises OverrideParseException.
+    """
+    singles = []
+    for override in OverridesParser.create().parse_overrides(overrides):
+        if override.is_sweep_override():
+            try:
+                first = next(iter(override.sweep_string_iterator()))
+            except Exception:  # noqa: BLE001 - interval() and other sweeper-only syntax: the sweeper checks those
+                continue
+            singles.append(f"{override.get_key_element()}={first}")
+        else:
+            singles.append(override.input_line)
+    return singles
+
+
 def check_command_line(config_name: str, args: list[str]) -> DictConfig | None:
     """ConfigError, in one line naming the key and what is valid, when the overrides in `args` do not compose.
 
@@ -74,19 +94,9 @@ def check_command_line(config_name: str, args: list[str]) -> DictConfig | None:
     if not overrides or any(arg.startswith("-") for arg in overrides):
         return None
     try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
+        singles = first_values(overrides)
     except OverrideParseException as error:
         raise ConfigError(f"cannot read the command line: {_one_line(error)}") from None
-    singles = []
-    for override in parsed:
-        if override.is_sweep_override():
-            try:
-                first = next(iter(override.sweep_string_iterator()))
-            except Exception:  # noqa: BLE001 - interval() and other sweeper-only syntax: the sweeper checks those
-                continue
-            singles.append(f"{override.get_key_element()}={first}")
-        else:
-            singles.append(override.input_line)
 
     from hydra import compose, initialize_config_dir
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import warnings
 from pathlib import Path
 
@@ -47,27 +48,43 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
     """The Lightning Trainer with the configured callbacks and loggers."""
     callbacks = [instantiate(c) for c in _configured_objects(cfg, "callbacks")]
     loggers = [instantiate(c) for c in _configured_objects(cfg, "logger")]
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    allow_unused_parameters(trainer)
+    trainer = build_lightning_trainer(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     use_atomic_checkpoints(trainer)  # a failed or interrupted save leaves the previous last.ckpt intact
     return trainer
 
 
-def allow_unused_parameters(trainer: L.Trainer) -> None:
-    """Let DDP accept parameters without gradients in a backward, whatever DDP strategy Lightning picked.
+DDP_STRATEGIES = ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook")  # Lightning's names of its DDP strategies
+UNUSED_SUFFIX = "_find_unused_parameters_true"  # the registered variant of each that sets find_unused_parameters
+
+
+def ddp_allowing_unused(strategy: object) -> object:
+    """The registered `<name>_find_unused_parameters_true` strategy for a DDP strategy name, else `strategy` as is.
 
     The G step's backward reaches the generator's LoRA only and the D step's the discriminator's, so DDP must look
-    for unused parameters. `trainer=ddp` asks for it by name; with `trainer.devices>1` alone Lightning picks plain
-    `ddp` (or `ddp_spawn`, `ddp_notebook`), which would stop at the first step. Its DDP wrapper is built at fit time
-    from the strategy's DDP keyword arguments, so setting the flag here covers every launch.
+    for unused parameters, or it stops at the first step. This is the one place that says so: `trainer=ddp` and
+    `trainer.strategy=ddp` (or ddp_spawn, ddp_fork, ddp_notebook) both get the flag here.
+    """
+    return f"{strategy}{UNUSED_SUFFIX}" if isinstance(strategy, str) and strategy in DDP_STRATEGIES else strategy
+
+
+def build_lightning_trainer(trainer_cfg: DictConfig, **objects) -> L.Trainer:
+    """instantiate(trainer_cfg, **objects), with DDP allowed unused parameters whichever way DDP was chosen.
+
+    With `strategy: auto` and several devices Lightning picks DDP itself (ddp, or ddp_notebook in an interactive
+    session); the trainer is then built again with the registered variant that finds unused parameters.
     """
     from lightning.pytorch.strategies import DDPStrategy
 
-    strategy = trainer.strategy
-    if isinstance(strategy, DDPStrategy) and not strategy._ddp_kwargs.get("find_unused_parameters"):
-        strategy._ddp_kwargs["find_unused_parameters"] = True
+    strategy = ddp_allowing_unused(trainer_cfg.get("strategy", "auto"))
+    trainer = instantiate(trainer_cfg, strategy=strategy, **objects)
+    if strategy == "auto" and isinstance(trainer.strategy, DDPStrategy):
+        interactive = hasattr(sys, "ps1") or bool(sys.flags.interactive)
+        strategy = ddp_allowing_unused("ddp_notebook" if interactive else "ddp")
+        trainer = instantiate(trainer_cfg, strategy=strategy, **objects)
+    if isinstance(strategy, str) and strategy.endswith(UNUSED_SUFFIX):
         log.info("DDP on %d processes: find_unused_parameters=True (G and D steps each use one network)",
                  trainer.world_size)  # fmt: skip
+    return trainer
 
 
 def _configured_objects(cfg: DictConfig, group: str) -> list[DictConfig]:
@@ -149,6 +166,22 @@ def check_sweep(cfg: DictConfig, multirun: bool) -> None:
     """
     sweeper = OmegaConf.select(cfg, "hydra.sweeper._target_", default="")
     _refuse_search_without_metric(sweeper, cfg.get("optimized_metric"), multirun)
+    if multirun:
+        make_sqlite_folder(OmegaConf.select(cfg, "hydra.sweeper.storage", default=None))
+
+
+def make_sqlite_folder(storage: str | None) -> None:
+    """Create the folder of a `sqlite:///DIR/study.db` sweeper storage (SQLite cannot create it), or say why not."""
+    if not storage or not str(storage).startswith("sqlite:///"):
+        return
+    folder = Path(str(storage)[len("sqlite:///") :]).expanduser().parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(
+            f"hydra.sweeper.storage={storage}: cannot create the folder {folder} for the study database "
+            f"({error.strerror or error})"
+        ) from None
 
 
 def _refuse_search_without_metric(sweeper_target: str | None, optimized_metric: str | None, multirun: bool) -> None:

@@ -17,11 +17,14 @@ optuna = pytest.importorskip("optuna")  # the `sweeps` extra
 
 
 def run_search(tmp_path: Path, *args: str) -> Path:
-    """One invocation of the search (one iteration per trial, study in tmp_path/study.db); its multirun folder."""
+    """One invocation of the search (one iteration per trial, study in tmp_path/studies/study.db); its multirun folder.
+
+    The studies/ folder does not exist before the first search: the command creates it (SQLite cannot).
+    """
     before = set((tmp_path / "demo" / "multiruns").glob("*"))
     result = run_cli("-m", "d3sr.train", "-m", "experiment=demo", "hparams_search=loss_weights_optuna", *SMALL,
-                     f"paths.log_dir={tmp_path}", f"hydra.sweeper.storage=sqlite:///{tmp_path / 'study.db'}",
-                     *args)  # fmt: skip
+                     f"paths.log_dir={tmp_path}",
+                     f"hydra.sweeper.storage=sqlite:///{tmp_path / 'studies' / 'study.db'}", *args)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     (sweep,) = set((tmp_path / "demo" / "multiruns").glob("*")) - before
     return sweep
@@ -38,7 +41,7 @@ def job_trials(sweep: Path) -> list[tuple[dict[str, float], dict]]:
 
 
 def load_study(tmp_path: Path) -> optuna.study.Study:
-    return optuna.load_study(study_name="loss_weights", storage=f"sqlite:///{tmp_path / 'study.db'}")
+    return optuna.load_study(study_name="loss_weights", storage=f"sqlite:///{tmp_path / 'studies' / 'study.db'}")
 
 
 def test_the_search_maximises_the_default_metric_with_a_seeded_tpe(compose):

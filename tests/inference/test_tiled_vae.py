@@ -114,3 +114,24 @@ def test_offloaded_maps_on_cuda_give_the_same_result(vae):
             tiled = run_tiled(cuda.decoder, latent, core=4, offload=offload)
             assert tiled.device == latent.device
             torch.testing.assert_close(tiled, whole, rtol=0, atol=1e-3)
+
+
+def test_the_sd_vae_layout_is_what_groupnorm_sync_unrolls():
+    # tiled_vae walks diffusers' Encoder/Decoder attributes (conv_in, down_blocks, mid_block, ...), which are not a
+    # public API. Build SD's and SDXL's VAE layout (architectures.VAE_SD, small widths) and the demo VAE from the
+    # installed diffusers: if a release renames a block, this fails here and names the version.
+    import diffusers
+
+    from d3sr.inference.tiled_vae import check_supported
+    from d3sr.models.architectures import DEMO_VAE, VAE_SD
+
+    for name, config in (("SD", {**VAE_SD, "block_out_channels": [32, 32, 64, 64], "norm_num_groups": 16}),
+                         ("demo", DEMO_VAE)):  # fmt: skip
+        vae = AutoencoderKL(**config)
+        for net in (vae.encoder, vae.decoder):
+            try:
+                check_supported(net)
+                count_passes(net)
+            except (AttributeError, ValueError) as error:
+                changed = f"the {name} VAE's {type(net).__name__}"
+                pytest.fail(f"diffusers {diffusers.__version__} changed {changed}: {error}")

@@ -42,13 +42,29 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         existed = path.exists()
         try:
             write_atomically(path, lambda temporary: _write(checkpoint, temporary))
-        except OSError as error:
+        except (OSError, RuntimeError) as raised:
+            # torch's zip writer reports a failed write (a full disk) as a RuntimeError ("unexpected pos") chained
+            # from the OSError: find the OSError, whichever way it came.
+            error = os_error_in(raised)
+            if error is None:
+                raise
             why = _describe(error)
             kept = f"the previous {path.name} is unchanged" if existed else "no checkpoint was written there"
             raise D3SRError(
                 f"cannot write the checkpoint {path}: {why}; {kept}. {_remedy(error)}, then resume from the last "
                 "checkpoint"
             ) from error
+
+
+def os_error_in(error: BaseException) -> OSError | None:
+    """`error` if it is an OSError, else the first OSError it was raised from (__cause__ / __context__), else None."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, OSError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
 
 
 NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
@@ -72,7 +88,10 @@ def check_writable(folder: Path) -> None:
     try:
         write_atomically(probe, lambda temporary: temporary.write_bytes(b"d3sr"))
         probe.unlink()
-    except OSError as error:
+    except (OSError, RuntimeError) as raised:
+        error = os_error_in(raised)
+        if error is None:
+            raise
         raise D3SRError(
             f"cannot write checkpoints to {folder}: {_describe(error)} (checked before training). {_remedy(error)}"
         ) from error

@@ -18,7 +18,6 @@ from collections.abc import Iterable, Iterator
 import lightning as L
 import numpy as np
 import torch
-from lightning.fabric.utilities.data import _set_sampler_epoch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from d3sr.data.datasets import BrokenImages, SRSamples
@@ -76,6 +75,17 @@ class _SkipFirst:
         return itertools.islice(iter(self.batches), count, None)
 
 
+def set_sampler_epoch(loader: DataLoader, epoch: int) -> None:
+    """Call `set_epoch(epoch)` on the loader's sampler and its batch sampler's sampler (each once) where they have it.
+
+    A DistributedSampler (and our own samplers) shuffle by epoch; Lightning calls the same public hook each epoch.
+    """
+    samplers = {id(s): s for s in (loader.sampler, getattr(loader.batch_sampler, "sampler", None)) if s is not None}
+    for sampler in samplers.values():
+        if callable(getattr(sampler, "set_epoch", None)):
+            sampler.set_epoch(epoch)
+
+
 class ResumableDataLoader(DataLoader):
     """A DataLoader that resumes mid-epoch: Lightning stores its `state_dict` in checkpoints and loads it on resume.
 
@@ -99,7 +109,7 @@ class ResumableDataLoader(DataLoader):
         epoch, batches = int(state["epoch"]), int(state["batches"])
         if batches >= len(self):  # saved after the last batch of an epoch: the next one starts from its beginning
             epoch, batches = epoch + 1, 0
-        _set_sampler_epoch(self, epoch)
+        set_sampler_epoch(self, epoch)
         self._skip = batches
 
     @property

@@ -14,15 +14,11 @@ and the RNG states (see `on_save_checkpoint`), so a resumed run draws the same t
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
-import numpy as np
 import torch
-import torch.distributed as dist
-from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
 from torch import nn
 
 from d3sr.errors import ConfigError, D3SRError, user_error
@@ -32,6 +28,8 @@ from d3sr.losses.objective import D3SRLoss
 from d3sr.models.discriminator import DiffusionDiscriminator
 from d3sr.models.generator import OneStepGenerator
 from d3sr.models.lora import cast_frozen
+from d3sr.models.nan_skips import NanSkips
+from d3sr.models.rng_states import rng_states_of_every_rank, set_rng_states
 from d3sr.models.saved_generator import checkpoint_record, load_checkpoint
 from d3sr.options import parse_dtype
 from d3sr.psnr_ssim import psnr_y, ssim_y
@@ -47,21 +45,6 @@ RNG_KEY, SKIPPED_KEY = "rng_states", "skipped_steps"
 def _as_list(objects) -> list:
     """Lightning returns a bare optimizer / scheduler, not a list, when there is only one (no discriminator)."""
     return objects if isinstance(objects, list) else [objects]
-
-
-def _rng_states_of_every_rank() -> list[dict]:
-    """The global torch (CPU and CUDA), numpy and Python RNG states of each process, in rank order.
-
-    numpy's state is stored as a tensor and plain numbers, so Lightning's `weights_only` loading accepts it.
-    """
-    states = _collect_rng_states()
-    name, keys, position, has_gauss, cached = states["numpy"]
-    states["numpy"] = (name, torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss), float(cached))
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        gathered: list = [None] * dist.get_world_size()
-        dist.all_gather_object(gathered, states)
-        return gathered
-    return [states]
 
 
 class D3SRModule(L.LightningModule):
@@ -106,8 +89,6 @@ class D3SRModule(L.LightningModule):
             raise ConfigError("model.accumulate_grad_batches > 1 needs model.d_steps_per_g_step = 1")
         if grad_clip is not None and grad_clip <= 0:
             raise ConfigError(f"model.grad_clip must be > 0 or null, got {grad_clip}")
-        if max_skipped_steps < 1:
-            raise ConfigError(f"model.max_skipped_steps must be >= 1, got {max_skipped_steps}")
         self.automatic_optimization = False
         self.strict_loading = False  # checkpoints hold the trainable state only; frozen weights come from the base
         self.generator, self.discriminator, self.loss = generator, discriminator, loss
@@ -116,11 +97,7 @@ class D3SRModule(L.LightningModule):
         self.accumulate_grad_batches = int(accumulate_grad_batches)
         self.frozen_dtype = parse_dtype(frozen_dtype, "model.frozen_dtype")
         self.config: dict | None = None  # the resolved run config (from_config), stored in checkpoints
-        self.max_skipped_steps = int(max_skipped_steps)
-        self.skipped_steps = 0  # optimizer steps skipped for a non-finite loss (G and D alike), over the whole run
-        self.skipped_in_a_row = 0  # consecutive iterations with a skipped step
-        self._poisoned: set[int] = set()  # optimizers whose current accumulation window met a non-finite loss
-        self._skipped_now: list[str] = []  # the non-finite losses whose steps this iteration skips
+        self.nan_skips = NanSkips(max_skipped_steps)  # the NaN/inf-skip policy and its counters
         self._rng_to_restore: list | None = None
         if self.frozen_dtype != torch.float32:
             cast_frozen(self.generator, self.frozen_dtype)
@@ -251,8 +228,9 @@ class D3SRModule(L.LightningModule):
             logs["train/lr_g"] = torch.tensor(self._optimizer(0).param_groups[0]["lr"])
         # Non-finite losses: count the skipped steps; `max_skipped_steps` iterations in a row stop the run.
         if step_now:
-            self._count_skipped()
-        logs["train/skipped_steps"] = torch.tensor(float(self.skipped_steps))
+            last = getattr(self.trainer.checkpoint_callback, "last_model_path", "")
+            self.nan_skips.end_iteration(self.iteration, last)
+        logs["train/skipped_steps"] = torch.tensor(float(self.nan_skips.total))
         self.log("train/g/loss", logs.pop("train/g/loss"), prog_bar=True, batch_size=lq.shape[0])
         self.log_dict(logs, batch_size=lq.shape[0])
         self.log("iteration", float(self.iteration), logger=False, batch_size=lq.shape[0])  # checkpoint file names
@@ -263,18 +241,13 @@ class D3SRModule(L.LightningModule):
         A NaN/inf loss gets no backward (no NaN gradient is synced), and its accumulation window no update.
         """
         optimizer = self._optimizer(index)
-        if not self._finite_on_every_rank(loss):
-            if index not in self._poisoned:
-                value = float(loss)
-                here = f"NaN/inf on another rank ({value} here)" if math.isfinite(value) else f"= {value}"
-                self._skipped_now.append(f"{'GD'[index]} loss {here}")
-            self._poisoned.add(index)
-        if index not in self._poisoned:
+        finite = self._finite_on_every_rank(loss)
+        self.nan_skips.record(index, float(loss) if not finite else 0.0, finite)
+        if not self.nan_skips.poisoned(index):
             self.manual_backward(loss / self.accumulate_grad_batches)
         if not step_now:
             return
-        if index in self._poisoned:
-            self._poisoned.discard(index)
+        if self.nan_skips.close_window(index):
             self._skip_update(optimizer)
         else:
             if self.grad_clip is not None:
@@ -299,25 +272,6 @@ class D3SRModule(L.LightningModule):
                 for param in group["params"]:
                     param.grad = torch.full_like(param, float("nan"))
         optimizer.step()
-
-    def _count_skipped(self) -> None:
-        """After an iteration's last micro-batch: count its skipped steps; D3SRError after too many in a row."""
-        skipped, self._skipped_now = self._skipped_now, []
-        if not skipped:
-            self.skipped_in_a_row = 0
-            return
-        self.skipped_steps += len(skipped)
-        self.skipped_in_a_row += 1
-        log.warning("Iteration %d: %s; step skipped (%d in a row, the run stops at %d)", self.iteration,
-                    ", ".join(skipped), self.skipped_in_a_row, self.max_skipped_steps)  # fmt: skip
-        if self.skipped_in_a_row >= self.max_skipped_steps:
-            last = getattr(self.trainer.checkpoint_callback, "last_model_path", "") or "none saved yet"
-            raise D3SRError(
-                f"training stopped at iteration {self.iteration}: {self.skipped_in_a_row} iterations in a row had a "
-                f"NaN/inf loss (the last: {', '.join(skipped)}), so their steps were skipped "
-                f"(model.max_skipped_steps={self.max_skipped_steps}). Last checkpoint: {last}. Lower the learning "
-                "rates or check the data, then resume from it (ckpt_path=...)"
-            )
 
     def _generator_step(
         self, lq: torch.Tensor, target: torch.Tensor, step_now: bool
@@ -381,8 +335,8 @@ class D3SRModule(L.LightningModule):
         keep = set(self.checkpoint_keys)
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
         checkpoint["d3sr"] = checkpoint_record(self.generator, self.config, self.iteration)
-        checkpoint[RNG_KEY] = _rng_states_of_every_rank()
-        checkpoint[SKIPPED_KEY] = {"total": self.skipped_steps, "in_a_row": self.skipped_in_a_row}
+        checkpoint[RNG_KEY] = rng_states_of_every_rank()
+        checkpoint[SKIPPED_KEY] = self.nan_skips.state_dict()
 
     def on_train_start(self) -> None:
         # Resume: the checkpoint's RNG states (t, ε, posterior samples), set as late as possible, after set-up.
@@ -394,17 +348,11 @@ class D3SRModule(L.LightningModule):
                         "the resumed run draws other t and ε than an uninterrupted one", len(states),
                         self.trainer.world_size)  # fmt: skip
             return
-        state = dict(states[self.trainer.global_rank])
-        if not torch.cuda.is_available() or len(state.get("torch.cuda", [])) != torch.cuda.device_count():
-            state.pop("torch.cuda", None)
-        name, keys, position, has_gauss, cached = state["numpy"]
-        state["numpy"] = (name, keys.numpy().astype(np.uint32), position, has_gauss, cached)
-        _set_rng_states(state)
+        set_rng_states(states[self.trainer.global_rank])
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self._rng_to_restore = checkpoint.get(RNG_KEY)
-        skipped = checkpoint.get(SKIPPED_KEY, {})
-        self.skipped_steps, self.skipped_in_a_row = skipped.get("total", 0), skipped.get("in_a_row", 0)
+        self.nan_skips.load_state_dict(checkpoint.get(SKIPPED_KEY, {}))
         missing = sorted(set(self.checkpoint_keys) - set(checkpoint.get("state_dict", {})))
         if missing:
             raise D3SRError(
