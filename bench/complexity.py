@@ -3,7 +3,7 @@
     python bench/complexity.py [--size 512]       # the same as `python -m d3sr.complexity [--size 512]`
 
 MACs come from torch.utils.flop_counter.FlopCounterMode (MACs = FLOPs / 2) over VAE encoder + UNet + VAE decoder;
-see d3sr/evaluation/complexity.py for the two totals (conv + linear layers, and all matrix products). The LoRA
+see d3sr/evaluation/model_complexity.py for the two totals (conv + linear layers, and all matrix products). The LoRA
 settings are the defaults of that module, which tests/evaluation/test_complexity.py keeps equal to conf/model.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from d3sr.evaluation.complexity import complexity_report
+from d3sr.evaluation.model_complexity import complexity_report
 
 
 def main() -> None:

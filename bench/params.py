@@ -2,13 +2,13 @@
 
     python bench/params.py            # Markdown tables on stdout
 
-The LoRA settings and the head width are the defaults of d3sr/evaluation/complexity.py, which
+The LoRA settings and the head width are the defaults of d3sr/evaluation/model_complexity.py, which
 tests/evaluation/test_complexity.py keeps equal to conf/model/generator/sd21.yaml and conf/model/discriminator/*.yaml.
 """
 
 from __future__ import annotations
 
-from d3sr.evaluation.complexity import discriminator_params, generator_params, params_table
+from d3sr.evaluation.model_complexity import discriminator_params, generator_params, params_table
 
 
 def main() -> None:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -78,6 +81,16 @@ def test_pretrain_refuses_a_non_empty_output(compose, tmp_path):
         pretrain(compose([f"output={tmp_path}", *QUICK], config_name="pretrain_tiny"))
 
 
+def test_a_bad_key_is_one_error_line_exit_2_before_any_training(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    run = subprocess.run([sys.executable, "-m", "d3sr.pretrain_tiny", "bogus=1", f"output={tmp_path / 'out'}"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert run.returncode == 2
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert lines == [lines[0]] and lines[0].startswith("error: bogus is not a config key"), run.stderr
+    assert not (tmp_path / "out").exists() and not (tmp_path / "outputs").exists()  # nothing ran, not even Hydra
+
+
 def test_pretrained_tiny_builds_the_generator_and_discriminator(backbone_folder):
     sd = pretrained_tiny("sd", with_vae=True, folder=str(backbone_folder))
     assert sd.vae is not None and next(sd.unet.parameters()).dtype == torch.float32
@@ -126,9 +139,11 @@ def test_pretrain_levers_more_latent_channels_dead_leaves_and_colour(compose, tm
     """latent_channels, dead-leaves crops and colour augmentation: the folder builds the demo G and D on N channels."""
     folder = tmp_path / "levers"
     levers = ["latent_channels=8", "data.dead_leaves_pool=2", "data.dead_leaves_size=64", "vae.dead_leaves=0.5",
-              "unet.dead_leaves=0.5", "vae.color_augment=1.0", "unet.color_augment=1.0"]  # fmt: skip
+              "unet.dead_leaves=0.5", "vae.color_augment=1.0", "unet.color_augment=1.0",
+              "vae.posterior=mode"]  # fmt: skip
     manifest = pretrain(compose([f"output={folder}", *QUICK, *levers], config_name="pretrain_tiny"))
     assert manifest["stages"]["vae"]["dead_leaves"] == 0.5 and manifest["stages"]["unet"]["color_augment"] == 1.0
+    assert manifest["stages"]["vae"]["posterior"] == "mode"
     assert json.loads((folder / "vae" / "config.json").read_text())["latent_channels"] == 8
     unet = json.loads((folder / "unet_sdxl" / "config.json").read_text())
     assert unet["in_channels"] == unet["out_channels"] == 8

@@ -31,7 +31,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     """Print the complexity tables; returns 0."""
     args = parse_args(argv)
     # Imported after parsing: it pulls in diffusers and peft (seconds), which --help does not need.
-    from d3sr.evaluation.complexity import complexity_report
+    from d3sr.evaluation.model_complexity import complexity_report
 
     print(complexity_report(args.size))
     return 0

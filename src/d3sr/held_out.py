@@ -8,7 +8,7 @@ Two photo sets, each its own table with its own mean: `embedded` (chelsea, coffe
 picks. The default is `embedded`: the extra set (five photos up to 512², about 1.0 MP against the embedded 0.64 MP)
 adds minutes, not seconds, on 2 CPU cores with the tiny demo model (measured beside a training run: 167 s for both
 LQs; the embedded set 108 s).
-`--json FILE` also writes the numbers. `make demo` ends with it. See d3sr.evaluation.held_out for the protocol.
+`--json FILE` also writes the numbers. `make demo` ends with it. See d3sr.evaluation.held_out_scores for the protocol.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import torch
 from d3sr.atomic_files import write_atomically
 from d3sr.data.degradation import RealESRGANDegradation, degrade_image, image_rng
 from d3sr.errors import run_reporting_errors
-from d3sr.evaluation.held_out import held_out_rows, held_out_table, missed_bounds, versus_bicubic
+from d3sr.evaluation.held_out_scores import held_out_rows, held_out_table, missed_bounds, versus_bicubic
 from d3sr.images import EMBEDDED_HELD_OUT, EXTRA_HELD_OUT
 from d3sr.inference import D3SRPipeline, InferenceOptions
 

@@ -25,14 +25,11 @@ import copy
 import json
 import logging
 import math
-import os
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import diffusers
-import hydra
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
@@ -42,8 +39,10 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 import d3sr
+from d3sr.atomic_files import check_output_folder, write_folder_atomically
+from d3sr.commands import hydra_command
 from d3sr.data.synthetic import augment_color, dead_leaves
-from d3sr.errors import ConfigError, D3SRError, run_reporting_errors
+from d3sr.errors import ConfigError
 from d3sr.images import (
     EMBEDDED_HELD_OUT,
     EMBEDDED_TRAIN,
@@ -56,7 +55,7 @@ from d3sr.images import (
 )
 from d3sr.models import architectures as arch
 from d3sr.models.text_embeds import random_prompt_embeds
-from d3sr.options import check_positive
+from d3sr.options import check_choice, check_positive
 from d3sr.psnr_ssim import psnr_y
 
 log = logging.getLogger("d3sr.pretrain_tiny")
@@ -229,6 +228,7 @@ def train_vae(
 ) -> tuple[AutoencoderKL, dict]:
     """Stage 1: the VAE (`architecture`) trained as an autoencoder; returns it (train mode) and the stage's record."""
     crop = data.check_crop("vae.crop", int(cfg.crop))
+    through_mode = check_choice("vae.posterior", str(cfg.get("posterior", "sample")), ("sample", "mode")) == "mode"
     torch.manual_seed(seed)
     vae = AutoencoderKL(**architecture).to(device)
     optimizer = torch.optim.Adam(vae.parameters(), lr=float(cfg.lr))
@@ -238,10 +238,11 @@ def train_vae(
     start = time.perf_counter()
     bar = progress(int(cfg.steps), "stage 1/2 vae")
     for step in bar:
-        # Reconstruct a batch of crops through a posterior sample.
+        # Reconstruct a batch of crops through a posterior sample (or its mode, what the generator encodes).
         x = to_model_range(data.sample_for(cfg, crop, data_rng)).to(device)
         posterior = vae.encode(x).latent_dist
-        x_rec = vae.decode(posterior.sample(generator=noise_rng)).sample
+        z = posterior.mode() if through_mode else posterior.sample(generator=noise_rng)
+        x_rec = vae.decode(z).sample
         # L1 on pixels and on image gradients, and the KL term per latent element.
         l1 = (x_rec - x).abs().mean()
         edge = sum((a - b).abs().mean() for a, b in zip(image_gradients(x_rec), image_gradients(x))) / 2
@@ -416,36 +417,21 @@ def held_out_eps_mse(
 # Output.
 
 
-def check_output(output: Path, overwrite: bool) -> None:
-    """Refuse an output that is a file, or a non-empty folder without overwrite (before any training)."""
-    if output.exists() and not output.is_dir():
-        raise D3SRError(f"output={output} exists and is not a folder")
-    if output.is_dir() and any(output.iterdir()) and not overwrite:
-        raise D3SRError(f"output={output} is not empty; choose a new folder or pass overwrite=true")
-
-
 def write_backbone(
     output: Path, models: dict[str, torch.nn.Module], embeds: dict[str, torch.Tensor], manifest: dict
 ) -> None:
-    """Write the diffusers-style folder into a temporary sibling, then rename it to `output` (replacing it)."""
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = output.with_name(f".{output.name}.tmp-{os.getpid()}")
-    retired = output.with_name(f".{output.name}.old-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
+    """Write the diffusers-style folder atomically (`write_folder_atomically`), replacing an existing `output`."""
+
+    def write(folder: Path) -> None:
         for subfolder, model in models.items():
-            copy.deepcopy(model).half().save_pretrained(staging / subfolder, safe_serialization=True)
-        DDPMScheduler(**arch.SCHEDULER).save_pretrained(staging / "scheduler")
-        save_file(embeds, str(staging / "embeds.safetensors"))
-        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        for path in staging.rglob("*"):
+            copy.deepcopy(model).half().save_pretrained(folder / subfolder, safe_serialization=True)
+        DDPMScheduler(**arch.SCHEDULER).save_pretrained(folder / "scheduler")
+        save_file(embeds, str(folder / "embeds.safetensors"))
+        (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        for path in folder.rglob("*"):
             path.chmod(0o755 if path.is_dir() else 0o644)  # safetensors writes owner-only files; these ship
-        if output.exists():
-            os.replace(output, retired)
-        os.replace(staging, output)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.rmtree(retired, ignore_errors=True)
+
+    write_folder_atomically(output, write)
 
 
 def command_line() -> str | None:
@@ -461,7 +447,7 @@ def pretrain(cfg: DictConfig) -> dict:
     The caller's torch thread count and global random state are left as they were.
     """
     output = Path(str(cfg.output)).expanduser().resolve()
-    check_output(output, bool(cfg.overwrite))
+    check_output_folder(output, bool(cfg.overwrite))
     for key in ("vae.steps", "vae.batch", "unet.steps", "unet.batch", "threads", "log_every"):
         check_positive(key, OmegaConf.select(cfg, key))
     threads = torch.get_num_threads()
@@ -537,9 +523,7 @@ def pretrain_into(cfg: DictConfig, output: Path) -> dict:
     return manifest
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="pretrain_tiny")
-def main(cfg: DictConfig) -> None:
-    run_reporting_errors(pretrain, cfg)
+main = hydra_command("pretrain_tiny", pretrain)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from PIL import Image
 from tqdm import tqdm
 
 import d3sr
-from d3sr.atomic_files import write_atomically
+from d3sr.atomic_files import check_output_folder, write_atomically
 from d3sr.commands import hydra_command
 from d3sr.data.degradation import degrade_image, image_rng
 from d3sr.errors import D3SRError
@@ -55,20 +55,17 @@ def output_name(relative: str) -> str:
     return Path(relative).with_suffix(".png").as_posix()
 
 
+@torch.no_grad()
 def synthesize(cfg: DictConfig) -> dict:
     """Degrade every input image as configured; returns the manifest (also written to output/manifest.json)."""
     output = Path(cfg.output).expanduser().resolve()
-    if output.exists() and not output.is_dir():
-        raise D3SRError(f"output={cfg.output} exists and is not a folder")
-    if output.is_dir() and any(output.iterdir()) and not cfg.overwrite:
-        raise D3SRError(f"output={cfg.output} is not empty; choose a new folder or pass overwrite=true")
+    check_output_folder(output, bool(cfg.overwrite))
     inputs = list_inputs(str(cfg.input), output)
     names = [output_name(relative) for relative, _ in inputs]
     clashes = sorted({n for n in names if names.count(n) > 1})
     if clashes:
         raise D3SRError(f"several inputs would be written to the same file: {', '.join(clashes)} (rename them)")
     degradation = instantiate(cfg.degradation)
-    torch.set_grad_enabled(False)
 
     written, skipped = [], []
     for (relative, load), name in tqdm(zip(inputs, names), total=len(inputs), desc="synth", unit="image"):

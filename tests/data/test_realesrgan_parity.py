@@ -21,6 +21,7 @@ from d3sr.data.degradation import (
     DEGRADATION_RESIZE_MODES,
     JPEG_CHROMA_TABLE,
     JPEG_LUMA_TABLES,
+    filter2d,
     interpolate,
     jpeg,
     jpeg_quality_factor,
@@ -171,6 +172,27 @@ def test_resize_by_reaches_stage_1_only(mode, same):
         batch.update(resize_scale1=torch.tensor([0.55]), resize_mode1=torch.tensor([mode]))
         outputs.append(degradation(batch)["lq"])
     assert torch.equal(outputs[0], outputs[1]) == same
+
+
+# Blur ---------------------------------------------------------------------------------------------------------------
+
+
+def test_filter2d_is_basicsrs_filter2D_per_image_kernel_correlation():
+    """BasicSR's filter2D: reflect pad by k // 2, then F.conv2d (correlation: the kernel is not flipped), one kernel
+    per image shared by its channels. Asymmetric kernels, so a flipped (convolving) kernel would differ."""
+    generator = torch.Generator().manual_seed(0)
+    image = torch.rand(2, 3, 37, 45, generator=generator)
+    kernel = torch.rand(2, 21, 21, generator=generator)
+    kernel /= kernel.sum(dim=(-2, -1), keepdim=True)
+    padded = F.pad(image, (10,) * 4, mode="reflect")
+    expected = torch.cat([F.conv2d(padded[i : i + 1], kernel[i].expand(3, 1, 21, 21), groups=3) for i in range(2)])
+    assert torch.equal(filter2d(image, kernel), expected)
+    assert not torch.equal(filter2d(image, kernel.flip(-1, -2)), expected)
+    # An image not larger than the kernel radius is replicate-padded (reflection needs more pixels than the pad).
+    small = image[..., :10, :10]
+    expected = torch.cat([F.conv2d(F.pad(small[i : i + 1], (10,) * 4, mode="replicate"),
+                                   kernel[i].expand(3, 1, 21, 21), groups=3) for i in range(2)])  # fmt: skip
+    assert torch.equal(filter2d(small, kernel), expected)
 
 
 # USM ----------------------------------------------------------------------------------------------------------------

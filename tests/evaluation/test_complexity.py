@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from d3sr.evaluation import complexity
+from d3sr.evaluation import model_complexity
 from d3sr.models.loading import meta
 from d3sr.models.lora import LORA_TARGETS
 
@@ -28,7 +28,7 @@ def n_params(module: torch.nn.Module) -> int:
 
 
 def test_generator_parameters_match_the_architecture_and_the_paper():
-    counts = complexity.generator_params()
+    counts = model_complexity.generator_params()
     fresh = meta("sd21")
     assert counts.parts["unet"] == n_params(fresh.unet) == 865_910_724  # SD 2.1-base UNet
     assert counts.parts["vae"] == n_params(fresh.vae) == 83_653_863  # SD VAE
@@ -38,7 +38,7 @@ def test_generator_parameters_match_the_architecture_and_the_paper():
 
 
 def test_defaults_are_the_configs(compose):
-    # The complexity command and bench/ count the networks with complexity.py's defaults: the configured ones.
+    # The complexity command and bench/ count the networks with model_complexity.py's defaults: the configured ones.
     generator = compose().model.generator
     assert tuple(generator.lora_targets) == LORA_TARGETS
     assert (generator.lora_rank, generator.lora_alpha, generator.timestep) == (16, 16, 399)
@@ -50,7 +50,7 @@ def test_defaults_are_the_configs(compose):
 
 @pytest.mark.parametrize("arch", ["sdxl", "sd21", "sd15"])
 def test_discriminator_parameters_are_down_and_mid_blocks_plus_lora_and_head(arch):
-    counts = complexity.discriminator_params(arch)
+    counts = model_complexity.discriminator_params(arch)
     fresh = meta(arch, with_vae=False).unet
     dropped = sum(n_params(getattr(fresh, n)) for n in ("up_blocks", "conv_norm_out", "conv_out"))
     assert counts.parts["unet"] == n_params(fresh) - dropped
@@ -61,7 +61,7 @@ def test_discriminator_parameters_are_down_and_mid_blocks_plus_lora_and_head(arc
 
 
 def test_generator_macs_at_512():
-    macs = complexity.generator_macs(512)
+    macs = model_complexity.generator_macs(512)
     # Conv + linear layers reproduce the paper's 2,132 G; attention products add about 97 G on top.
     assert macs.conv_linear / 1e9 == pytest.approx(2132, rel=0.01)
     assert macs.total == macs.conv_linear + macs.attention and 50e9 < macs.attention < 150e9

@@ -19,8 +19,9 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 
 from d3sr import held_out
+from d3sr.data.degradation import RealESRGANDegradation, degrade_image, image_rng
 from d3sr.errors import D3SRError
-from d3sr.evaluation.held_out import (
+from d3sr.evaluation.held_out_scores import (
     BOUNDS_LINE,
     HeldOutRow,
     bounds_cell,
@@ -78,6 +79,17 @@ def test_held_out_tables_score_the_same_photos_from_both_lqs(compose, tmp_path):
     assert result.stdout.count("demo bounds: PSNR-Y ≥ bicubic − 0.5 dB") == 2
 
 
+def test_the_held_out_lq_uses_the_trainings_degradation_parameters(compose):
+    """Set A has one owner, conf/degradation/realesrgan.yaml: the held-out LQ (`python -m d3sr.held_out`) is made with
+    exactly the parameters training composes, so the same photo and seed give the same LQ both ways."""
+    training = instantiate(compose(["experiment=demo"]).degradation)
+    assert vars(training) == vars(RealESRGANDegradation())  # what held_out.realesrgan_lq builds
+    hr = held_out_photo("chelsea")[None, :, :64, :64]
+    for seed in (0, 1, 2):
+        lq = held_out.realesrgan_lq(seed)("chelsea", hr)
+        assert torch.equal(lq, degrade_image(training, hr[0], image_rng(seed, "chelsea.png"), "cpu")[None])
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # The extra held-out set (photos shipped with other installed packages), the colour error / sharpness columns and
 # the demo bounds.
@@ -98,7 +110,7 @@ def bicubic_rows() -> dict[str, HeldOutRow]:
     """held_out_rows of both sets, clean LQ, with every method bicubic; SSIM-Y (float64 convolutions, ~2 s a call on
     2 busy cores, tested in tests/test_psnr_ssim.py) stubbed to 0.5 to keep this fast."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("d3sr.evaluation.held_out.ssim_y", lambda sr, gt: torch.full(sr.shape[:1], 0.5))
+        patch.setattr("d3sr.evaluation.held_out_scores.ssim_y", lambda sr, gt: torch.full(sr.shape[:1], 0.5))
         rows = held_out_rows(BicubicPipeline(), [*EMBEDDED_HELD_OUT, *EXTRA_HELD_OUT])
     return {row.photo: row for row in rows}
 

@@ -9,10 +9,15 @@ key names, so resume restores them and `python -m d3sr.export use_ema=true` expo
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import lightning as L
 import torch
 
 from d3sr.errors import ConfigError
+
+if TYPE_CHECKING:
+    from d3sr.models import D3SRModule
 
 CHECKPOINT_KEY = "ema"
 
@@ -30,17 +35,17 @@ class EMA(L.Callback):
         self._stashed: dict[str, torch.Tensor] | None = None
 
     @staticmethod
-    def _weights(pl_module) -> dict[str, torch.Tensor]:
+    def _weights(pl_module: D3SRModule) -> dict[str, torch.Tensor]:
         """The averaged tensors: the generator's trainable parameters, by their names in the module's state_dict."""
         return {f"generator.{n}": p for n, p in pl_module.generator.named_parameters() if p.requires_grad}
 
-    def on_fit_start(self, trainer: L.Trainer, pl_module) -> None:
+    def on_fit_start(self, trainer: L.Trainer, pl_module: D3SRModule) -> None:
         if self.decay is not None and self.shadow is None:  # not restored from a checkpoint
             self.shadow = {k: v.detach().float().clone() for k, v in self._weights(pl_module).items()}
         self._last_iteration = pl_module.iteration
 
     @torch.no_grad()
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: D3SRModule, outputs, batch, batch_idx: int) -> None:
         # Average once per generator update (not per micro-batch under gradient accumulation).
         if self.shadow is None or pl_module.iteration == self._last_iteration:
             return
@@ -50,7 +55,7 @@ class EMA(L.Callback):
         self.updates += 1
 
     @torch.no_grad()
-    def on_validation_start(self, trainer: L.Trainer, pl_module) -> None:
+    def on_validation_start(self, trainer: L.Trainer, pl_module: D3SRModule) -> None:
         # Validate the averaged weights; the trained ones are put back when validation ends.
         if self.shadow is None or trainer.sanity_checking:
             return
@@ -60,19 +65,19 @@ class EMA(L.Callback):
             weight.copy_(self.shadow[name])
 
     @torch.no_grad()
-    def on_validation_end(self, trainer: L.Trainer, pl_module) -> None:
+    def on_validation_end(self, trainer: L.Trainer, pl_module: D3SRModule) -> None:
         if self._stashed is None:
             return
         for name, weight in self._weights(pl_module).items():
             weight.copy_(self._stashed[name])
         self._stashed = None
 
-    def on_save_checkpoint(self, trainer: L.Trainer, pl_module, checkpoint: dict) -> None:
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: D3SRModule, checkpoint: dict) -> None:
         if self.shadow is not None:
             state = {k: v.detach().cpu().clone() for k, v in self.shadow.items()}
             checkpoint[CHECKPOINT_KEY] = {"decay": self.decay, "updates": self.updates, "state_dict": state}
 
-    def on_load_checkpoint(self, trainer: L.Trainer, pl_module, checkpoint: dict) -> None:
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: D3SRModule, checkpoint: dict) -> None:
         if self.decay is None or CHECKPOINT_KEY not in checkpoint:
             return
         device = next(pl_module.generator.parameters()).device

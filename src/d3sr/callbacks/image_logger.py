@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import lightning as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torchvision.utils import make_grid
 
 from d3sr.images import upsample_lq
+
+if TYPE_CHECKING:
+    from d3sr.models import D3SRModule
 
 
 class ImageGridLogger(L.Callback):
@@ -19,7 +24,9 @@ class ImageGridLogger(L.Callback):
         self.every_n_iterations, self.max_images = every_n_iterations, max_images
         self._last_logged = -1
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch: dict, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: D3SRModule, outputs, batch: dict, batch_idx: int
+    ) -> None:
         iteration = pl_module.iteration
         if iteration % self.every_n_iterations or iteration == self._last_logged or not trainer.is_global_zero:
             return

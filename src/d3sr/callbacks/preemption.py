@@ -19,12 +19,16 @@ import signal
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import lightning as L
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
 from d3sr.errors import ConfigError
+
+if TYPE_CHECKING:
+    from d3sr.models import D3SRModule
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +60,9 @@ class Preemption(L.Callback):
             self._previous[signum] = signal.getsignal(signum)
             signal.signal(signum, self._handle)
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: D3SRModule, outputs, batch, batch_idx) -> None:
         # Only at an iteration boundary: mid gradient accumulation the summed gradients are not in checkpoints.
-        if (batch_idx + 1) % getattr(pl_module, "accumulate_grad_batches", 1):
+        if (batch_idx + 1) % pl_module.accumulate_grad_batches:
             return
         if not trainer.strategy.reduce_boolean_decision(self.received is not None, all=False):
             return
@@ -71,10 +75,9 @@ class Preemption(L.Callback):
         if callback is not None:
             callback.last_model_path = path
         self.checkpoint = path
-        iteration = getattr(pl_module, "iteration", trainer.global_step)
         rank_zero_info(
-            f"Pre-empted ({self.received or 'signal on another rank'}) at iteration {iteration}: checkpoint saved to "
-            f"{path}. Resume with ckpt_path={path}"
+            f"Pre-empted ({self.received or 'signal on another rank'}) at iteration {pl_module.iteration}: "
+            f"checkpoint saved to {path}. Resume with ckpt_path={path}"
         )
         raise SIGTERMException()
 

@@ -23,8 +23,10 @@ import kornia
 import numpy as np
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 from torch.utils.data import default_collate
 
+from d3sr.commands import CONFIG_DIR
 from d3sr.data.kernels import KERNEL_TYPES, odd_sizes, sample_kernels
 from d3sr.errors import ConfigError
 from d3sr.images import downscale
@@ -81,18 +83,19 @@ PARAM_KEYS = (
 )  # fmt: skip
 
 
-def filter2d(image: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """Correlate each image of (B, C, H, W) with its own (B, k, k) kernel (odd k), reflect-padded (BasicSR's filter2D).
+def border_type(image: torch.Tensor, kernel_size: int) -> str:
+    """BasicSR's 'reflect' padding for a kernel_size filter of (..., H, W); 'replicate' when H or W is not larger than
+    the kernel radius (reflection needs more pixels than the pad)."""
+    return "reflect" if kernel_size // 2 < min(image.shape[-2:]) else "replicate"
 
-    Images smaller than the kernel radius are replicate-padded instead (reflection needs more pixels than the pad).
+
+def filter2d(image: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """Correlate each image of (B, C, H, W) with its own (B, k, k) kernel (odd k), padded by `border_type`.
+
+    BasicSR's filter2D (reflect pad, then F.conv2d: correlation, the kernel not flipped) is kornia's filter2d with
+    its default behaviour='corr' (tests/data/test_realesrgan_parity.py checks the two agree exactly).
     """
-    batch, channels, height, width = image.shape
-    pad = kernel.shape[-1] // 2
-    mode = "reflect" if pad < height and pad < width else "replicate"
-    padded = F.pad(image, (pad, pad, pad, pad), mode=mode)
-    weight = kernel.to(image.dtype)[:, None].repeat_interleave(channels, dim=0)
-    out = F.conv2d(padded.reshape(1, batch * channels, *padded.shape[-2:]), weight, groups=batch * channels)
-    return out.reshape(batch, channels, height, width)
+    return kornia.filters.filter2d(image, kernel, border_type=border_type(image, kernel.shape[-1]))
 
 
 def crop_kernel(kernel: torch.Tensor, size: int) -> torch.Tensor:
@@ -224,10 +227,9 @@ def usm_sharp(image: torch.Tensor, weight: float = 0.5, radius: int = 50, thresh
     size = radius + 1 if radius % 2 == 0 else radius
     sigma = 0.3 * ((size - 1) * 0.5 - 1) + 0.8  # cv2.getGaussianKernel(size, 0)
     kernel = kornia.filters.get_gaussian_kernel1d(size, sigma, device=image.device, dtype=image.dtype)
-    border = "reflect" if size // 2 < min(image.shape[-2:]) else "replicate"
 
     def blur(x: torch.Tensor) -> torch.Tensor:
-        return kornia.filters.filter2d_separable(x, kernel, kernel, border_type=border)
+        return kornia.filters.filter2d_separable(x, kernel, kernel, border_type=border_type(x, size))
 
     residual = image - blur(image)
     soft_mask = blur((residual.abs() * 255 > threshold).to(image.dtype))
@@ -354,23 +356,29 @@ class UsmSettings:
         self.threshold = float(check_positive(f"{key}.threshold", self.threshold, allow_zero=True))
 
 
-# Real-ESRGAN's train_realesrgan_x4plus ("set A"), the defaults; StableSR's set B is conf/degradation/stablesr.yaml.
-SET_A_STAGE1 = StageSettings(
-    blur_prob=1.0,
-    blur=BlurSettings(kernel_list=KERNEL_TYPES, kernel_prob=(0.45, 0.25, 0.12, 0.03, 0.12, 0.03), sinc_prob=0.1,
-                      sigma_range=(0.2, 3.0), betag_range=(0.5, 4.0), betap_range=(1.0, 2.0)),
-    resize_prob=(0.2, 0.7, 0.1), resize_range=(0.15, 1.5), gaussian_noise_prob=0.5, noise_range=(1.0, 30.0),
-    poisson_scale_range=(0.05, 3.0), gray_noise_prob=0.4, jpeg_range=(30.0, 95.0),
-)  # fmt: skip
-SET_A_STAGE2 = StageSettings(
-    blur_prob=0.8,
-    blur=BlurSettings(kernel_list=KERNEL_TYPES, kernel_prob=(0.45, 0.25, 0.12, 0.03, 0.12, 0.03), sinc_prob=0.1,
-                      sigma_range=(0.2, 1.5), betag_range=(0.5, 4.0), betap_range=(1.0, 2.0)),
-    resize_prob=(0.3, 0.4, 0.3), resize_range=(0.3, 1.2), gaussian_noise_prob=0.5, noise_range=(1.0, 25.0),
-    poisson_scale_range=(0.05, 2.5), gray_noise_prob=0.4, jpeg_range=(30.0, 95.0),
-)  # fmt: skip
-SET_A_FINAL = FinalSettings(sinc_prob=0.8, resize_first_prob=0.5)
-USM_OFF = UsmSettings(enabled=False, weight=0.5, radius=50, threshold=10.0)  # OSEDiff and D³SR do not sharpen
+# Real-ESRGAN's train_realesrgan_x4plus ("set A"), the defaults: their one owner is conf/degradation/realesrgan.yaml,
+# which training composes; `set_a` reads it. StableSR's set B is conf/degradation/stablesr.yaml.
+SET_A_FILE = CONFIG_DIR / "degradation" / "realesrgan.yaml"
+
+
+def stage_settings(node: Mapping[str, Any], key: str) -> StageSettings:
+    """StageSettings from a complete stage node (its `blur` node included), validated; errors name `key`."""
+    return StageSettings(**{**node, "blur": BlurSettings(**node["blur"], key=f"{key}.blur")}, key=key)
+
+
+def set_a() -> dict[str, Any]:
+    """Set A as RealESRGANDegradation's keyword arguments (settings nodes as settings objects), read from
+    conf/degradation/realesrgan.yaml."""
+    node = OmegaConf.to_container(OmegaConf.load(SET_A_FILE))
+    node.pop("_target_")
+    return {
+        **node,
+        "stage1": stage_settings(node["stage1"], "degradation.stage1"),
+        "stage2": stage_settings(node["stage2"], "degradation.stage2"),
+        "final": FinalSettings(**node["final"], key="degradation.final"),
+        "usm": UsmSettings(**node["usm"], key="degradation.usm"),
+    }
+
 
 Settings = TypeVar("Settings", BlurSettings, StageSettings, FinalSettings, UsmSettings)
 
@@ -404,8 +412,9 @@ class RealESRGANDegradation:
     USM (optional, on the target) → blur k1 → resize → noise → JPEG → blur k2 (prob.) → resize → noise → final
     [resize to H/scale + sinc, JPEG] in random order → 8-bit quantisation.
 
-    Settings: `stage1`, `stage2` (StageSettings), `final` (FinalSettings) and `usm` (UsmSettings) default to set A;
-    a mapping (a config node or a dict) changes only the keys it names, e.g. `stage2={"blur_prob": 0.5}`.
+    Every setting left out is set A's, read from conf/degradation/realesrgan.yaml (`set_a`). `stage1`, `stage2`
+    (StageSettings), `final` (FinalSettings), `usm` (UsmSettings): a mapping (a config node or a dict) changes only
+    the keys it names, e.g. `stage2={"blur_prob": 0.5}`.
     `jpeg_table`: the JPEG luma table orientation, 'diffjpeg' (Real-ESRGAN's DiffJPEG, the default) or 'libjpeg'.
     `resize_by`: the stage-1 random resize, 'size' (to ⌊H·s⌋ × ⌊W·s⌋ by `interpolate`, the default: the sampling grid
     spans the whole image, so the LQ stays aligned with the GT) or 'scale_factor' (Real-ESRGAN's
@@ -426,25 +435,31 @@ class RealESRGANDegradation:
 
     def __init__(
         self,
-        scale: int = 4,
+        scale: int | None = None,
         stage1: StageSettings | Mapping[str, Any] | None = None,
         stage2: StageSettings | Mapping[str, Any] | None = None,
         final: FinalSettings | Mapping[str, Any] | None = None,
-        kernel_range: Sequence[int] = (7, 21),
+        kernel_range: Sequence[int] | None = None,
         usm: UsmSettings | Mapping[str, Any] | None = None,
-        no_degradation_prob: float = 0.0,
-        jpeg_table: str = "diffjpeg",
-        resize_by: str = "size",
+        no_degradation_prob: float | None = None,
+        jpeg_table: str | None = None,
+        resize_by: str | None = None,
     ) -> None:
-        self.scale = check_scale(scale)
-        self.stage1 = merge_settings(SET_A_STAGE1, stage1, "degradation.stage1")
-        self.stage2 = merge_settings(SET_A_STAGE2, stage2, "degradation.stage2")
-        self.final = merge_settings(SET_A_FINAL, final, "degradation.final")
+        # Every setting left out (None) is set A's.
+        defaults = set_a()
+        self.scale = check_scale(defaults["scale"] if scale is None else scale)
+        self.stage1 = merge_settings(defaults["stage1"], stage1, "degradation.stage1")
+        self.stage2 = merge_settings(defaults["stage2"], stage2, "degradation.stage2")
+        self.final = merge_settings(defaults["final"], final, "degradation.final")
+        kernel_range = defaults["kernel_range"] if kernel_range is None else kernel_range
         odd_sizes(kernel_range)
         self.kernel_range = tuple(int(k) for k in kernel_range)
-        self.usm = merge_settings(USM_OFF, usm, "degradation.usm")
+        self.usm = merge_settings(defaults["usm"], usm, "degradation.usm")
+        no_degradation_prob = defaults["no_degradation_prob"] if no_degradation_prob is None else no_degradation_prob
         self.no_degradation_prob = _probability("degradation.no_degradation_prob", no_degradation_prob)
+        jpeg_table = defaults["jpeg_table"] if jpeg_table is None else jpeg_table
         self.jpeg_table = check_choice("degradation.jpeg_table", jpeg_table, JPEG_LUMA_TABLES)
+        resize_by = defaults["resize_by"] if resize_by is None else resize_by
         self.resize_by = check_choice("degradation.resize_by", resize_by, RESIZE_BY)
 
     # CPU side -------------------------------------------------------------------------------------------------------

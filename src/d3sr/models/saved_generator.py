@@ -25,8 +25,6 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-import os
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -35,6 +33,7 @@ from hydra.utils import get_method
 from safetensors.torch import load_file, save_file
 
 import d3sr
+from d3sr.atomic_files import check_output_folder, write_folder_atomically
 from d3sr.errors import D3SRError
 from d3sr.models.generator import OneStepGenerator
 from d3sr.models.loading import Backbone
@@ -228,10 +227,7 @@ def export_bundle(
     evaluation: a `summary.json` of `python -m d3sr.evaluate` whose results the model card lists.
     """
     ckpt, output = Path(ckpt).expanduser(), Path(output).expanduser()
-    if output.exists() and not output.is_dir():
-        raise D3SRError(f"output={output} exists and is not a folder")
-    if output.is_dir() and any(output.iterdir()) and not overwrite:
-        raise D3SRError(f"output={output} is not empty; choose another folder or pass overwrite=true")
+    check_output_folder(output, overwrite)
     summary = None
     if evaluation:
         try:
@@ -257,35 +253,17 @@ def export_bundle(
     }
 
     # Write everything into a hidden sibling folder, then move it into place in one rename.
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = output.parent / f".{output.name}.tmp-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    try:
-        save_file(
-            {"prompt_embeds": generator.prompt_embeds.detach().float().contiguous()}, str(staging / PROMPT_EMBEDS)
-        )
+    def write(folder: Path) -> None:
+        embeds = {"prompt_embeds": generator.prompt_embeds.detach().float().contiguous()}
+        save_file(embeds, str(folder / PROMPT_EMBEDS))
         if merge:
-            fuse_lora(generator.unet).save_pretrained(staging / UNET_FOLDER, safe_serialization=True)
+            fuse_lora(generator.unet).save_pretrained(folder / UNET_FOLDER, safe_serialization=True)
         else:
-            save_lora(generator.unet, staging)
-        (staging / BUNDLE_JSON).write_text(json.dumps(bundle, indent=2) + "\n")
-        (staging / MODEL_CARD).write_text(model_card(bundle, info["config"], summary))
-        _replace_folder(staging, output)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return output
+            save_lora(generator.unet, folder)
+        (folder / BUNDLE_JSON).write_text(json.dumps(bundle, indent=2) + "\n")
+        (folder / MODEL_CARD).write_text(model_card(bundle, info["config"], summary))
 
-
-def _replace_folder(staging: Path, output: Path) -> None:
-    """Move `staging` to `output`, replacing an existing (empty or overwritable) folder."""
-    if not output.exists():
-        staging.rename(output)
-        return
-    old = output.parent / f".{output.name}.old-{os.getpid()}"
-    output.rename(old)
-    staging.rename(output)
-    shutil.rmtree(old, ignore_errors=True)
+    return write_folder_atomically(output, write)
 
 
 # ------------------------------------------------------------------------------------------------------------------
