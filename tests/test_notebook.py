@@ -26,7 +26,10 @@ def test_notebook_is_committed_without_outputs():
     assert "parameters" in code[0].metadata.get("tags", [])
 
 
-@pytest.mark.parametrize("discriminator", ["demo", "demo_pixel", "none"])
+# The diffusion-D checkpoint runs in the fast suite; the pixel-D and no-D ones run with -m slow (their training and
+# loading are covered fast by tests/models/test_ablations.py; the notebook's branches for them by these slow runs).
+@pytest.mark.parametrize("discriminator", ["demo", pytest.param("demo_pixel", marks=pytest.mark.slow),
+                                           pytest.param("none", marks=pytest.mark.slow)])  # fmt: skip
 def test_inspect_checkpoint_notebook_runs(compose, tmp_path, monkeypatch, discriminator):
     """With a diffusion D (realism maps per t), a pixel D (one map) and none (said so): every Table 4b kind opens."""
     cfg = compose([*TINY_RUN, f"model/discriminator={discriminator}", f"paths.output_dir={tmp_path}"])

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -34,13 +31,6 @@ def hq(tmp_path) -> Path:
     return folder
 
 
-def run_cli(*overrides: str, cwd: Path) -> subprocess.CompletedProcess:
-    cwd.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    return subprocess.run([sys.executable, "-m", "d3sr.synth", *overrides], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=120)  # fmt: skip
-
-
 def run_in_process(compose, *overrides: str) -> dict:
     """The same composition as the CLI (Hydra's compose with its runtime config), run in this process."""
     from hydra.core.hydra_config import HydraConfig
@@ -53,9 +43,10 @@ def run_in_process(compose, *overrides: str) -> dict:
         HydraConfig.instance().cfg = None
 
 
-def test_synth_writes_lq_pngs_deterministically_with_a_manifest(hq, tmp_path, compose):
+def test_synth_writes_lq_pngs_deterministically_with_a_manifest(hq, tmp_path, compose, run_command):
     out1, cwd = tmp_path / "lq1", tmp_path / "cwd"
-    result = run_cli(f"input={hq}", f"output={out1}", "seed=3", cwd=cwd)
+    cwd.mkdir()
+    result = run_command("synth", f"input={hq}", f"output={out1}", "seed=3", cwd=cwd)
     assert result.returncode == 0, result.stderr
     assert list(cwd.iterdir()) == []  # no Hydra run folder or log file
     written = sorted(p.relative_to(out1).as_posix() for p in out1.rglob("*") if p.is_file())
@@ -86,11 +77,11 @@ def test_synth_writes_lq_pngs_deterministically_with_a_manifest(hq, tmp_path, co
     assert (tmp_path / "lq4" / "astronaut.png").read_bytes() != (out1 / "astronaut.png").read_bytes()
 
 
-def test_synth_refuses_to_overwrite_or_write_into_its_input(hq, tmp_path, compose):
+def test_synth_refuses_to_overwrite_or_write_into_its_input(hq, tmp_path, compose, run_command):
     out = tmp_path / "lq"
     out.mkdir()
     (out / "old.png").write_bytes(b"x")
-    result = run_cli(f"input={hq}", f"output={out}", cwd=tmp_path / "cwd")
+    result = run_command("synth", f"input={hq}", f"output={out}", cwd=tmp_path)
     assert result.returncode == 2
     assert "error: output=" in result.stderr and "overwrite=true" in result.stderr
     assert "Traceback" not in result.stderr

@@ -60,49 +60,48 @@ def test_paths_follow_environment_variables(compose, monkeypatch):
     assert cfg.model.discriminator.backbone.model == "/models/sdxl"
 
 
-def test_cfg_job_prints_the_resolved_recipe(tmp_path):
-    result = run_cli("-m", "d3sr.train", "experiment=sdxl_disc", "--cfg", "job", "--resolve", cwd=tmp_path,
-                     env={"D3SR_SD21": "/nowhere/sd21"})  # fmt: skip
+def test_cfg_job_prints_the_resolved_recipe(run_command, tmp_path):
+    result = run_command("train", "experiment=sdxl_disc", "--cfg", "job", "--resolve", cwd=tmp_path,
+                         env={"D3SR_SD21": "/nowhere/sd21"})  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "max_steps: 200000" in result.stdout and "lambda_adv: 0.005" in result.stdout
     assert "/nowhere/sd21" in result.stdout
 
 
-def test_user_config_dir_adds_local_settings_and_experiments(tmp_path):
+def test_user_config_dir_adds_local_settings_and_experiments(run_command, tmp_path):
     """`--config-dir DIR`: DIR/local/default.yaml is applied to every run; DIR/experiment/*.yaml are new options."""
     (tmp_path / "local").mkdir()
     (tmp_path / "local" / "default.yaml").write_text("# @package _global_\npaths:\n  sd21: /my/models/sd21\n")
     (tmp_path / "experiment").mkdir()
     (tmp_path / "experiment" / "mine.yaml").write_text("# @package _global_\ndefaults:\n  - demo\niterations: 7\n")
-    result = run_cli("-m", "d3sr.train", "--config-dir", str(tmp_path), "experiment=mine", "--cfg", "job",
-                     cwd=tmp_path)  # fmt: skip
+    result = run_command("train", "--config-dir", str(tmp_path), "experiment=mine", "--cfg", "job", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "sd21: /my/models/sd21" in result.stdout and "iterations: 7" in result.stdout
 
 
-def test_missing_weights_exit_2_with_one_message(tmp_path):
+def test_missing_weights_exit_2_with_one_message(run_command, tmp_path):
     from torchvision.models.vgg import cfgs, make_layers
 
     vgg = tmp_path / "vgg16.pth"  # present, so the first missing file is the generator's base model
     torch.save({f"features.{k}": v for k, v in make_layers(cfgs["D"]).state_dict().items()}, vgg)
     env = {"D3SR_SD21": str(tmp_path / "no-sd21"), "D3SR_CACHE": str(tmp_path / "cache"), "D3SR_VGG16": str(vgg)}
-    result = run_cli("-m", "d3sr.train", "experiment=sdxl_disc", f"paths.log_dir={tmp_path / 'logs'}", cwd=tmp_path,
-                     env=env)  # fmt: skip
+    result = run_command("train", "experiment=sdxl_disc", f"paths.log_dir={tmp_path / 'logs'}", cwd=tmp_path,
+                         env=env)  # fmt: skip
     assert result.returncode == 2, result.stderr[-2000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "no-sd21" in errors[0] and "Traceback" not in result.stderr
     assert "D3SR_SD21" in result.stderr
 
 
-def test_missing_vgg16_for_dists_exit_2_with_one_message(tmp_path):
-    result = run_cli("-m", "d3sr.train", "experiment=sdxl_disc", f"paths.log_dir={tmp_path / 'logs'}", cwd=tmp_path,
-                     env={"D3SR_VGG16": str(tmp_path / "missing.pth")})  # fmt: skip
+def test_missing_vgg16_for_dists_exit_2_with_one_message(run_command, tmp_path):
+    result = run_command("train", "experiment=sdxl_disc", f"paths.log_dir={tmp_path / 'logs'}", cwd=tmp_path,
+                         env={"D3SR_VGG16": str(tmp_path / "missing.pth")})  # fmt: skip
     assert result.returncode == 2, result.stderr[-2000:]
     assert "error: ImageNet VGG16 weights for DISTS not found" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_unknown_key_is_named(tmp_path):
-    result = run_cli("-m", "d3sr.train", "experiment=demo", "loss.lambda_advv=1", cwd=tmp_path)
+def test_unknown_key_is_named(run_command, tmp_path):
+    result = run_command("train", "experiment=demo", "loss.lambda_advv=1", cwd=tmp_path)
     assert result.returncode != 0 and "lambda_advv" in result.stderr
 
 
@@ -134,14 +133,14 @@ def test_ddp_on_two_cpu_processes(tmp_path):
 
 
 @pytest.mark.parametrize("content", [b"", b"PK\x03\x04 truncated", None], ids=["empty", "truncated", "not_d3sr"])
-def test_resuming_from_a_broken_or_foreign_checkpoint_is_one_error_line(tmp_path, content):
+def test_resuming_from_a_broken_or_foreign_checkpoint_is_one_error_line(run_command, tmp_path, content):
     ckpt = tmp_path / "last.ckpt"
     if content is None:
         torch.save({"state_dict": {}, "epoch": 3}, ckpt)  # a Lightning checkpoint of some other project
     else:
         ckpt.write_bytes(content)
-    result = run_cli("-m", "d3sr.train", "experiment=demo", f"ckpt_path={ckpt}", f"hydra.run.dir={tmp_path / 'run'}",
-                     cwd=tmp_path)  # fmt: skip
+    result = run_command("train", "experiment=demo", f"ckpt_path={ckpt}", f"hydra.run.dir={tmp_path / 'run'}",
+                         cwd=tmp_path)  # fmt: skip
     assert result.returncode == 2, result.stderr[-2000:]
     assert result.stderr.startswith("error:") or "\nerror:" in result.stderr
     assert str(ckpt) in result.stderr and "Traceback" not in result.stderr

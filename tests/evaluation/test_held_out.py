@@ -13,9 +13,6 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from hydra import compose as hydra_compose
-from hydra import initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 
 from d3sr import held_out
@@ -41,7 +38,6 @@ from d3sr.images import (
     read_image,
     upsample_lq,
 )
-from d3sr.models.saved_generator import checkpoint_record
 from d3sr.train import train
 
 REPO = Path(__file__).resolve().parents[2]
@@ -195,21 +191,6 @@ def test_the_bounds_name_what_d3sr_misses():
     assert bounds_cell(row(29.4, 1.3, 0.39)) == "missed (PSNR, colour, sharpness)"
     assert versus_bicubic(row(29.6, 1.5, 0.35)) == pytest.approx(
         {"psnr_gain_db": -0.4, "color_ratio": 1.5, "sharpness_gain": 0.05})  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def demo_checkpoint(tmp_path_factory) -> Path:
-    """A training checkpoint of the demo generator (the shipped tiny pretrained backbone, LoRA at its init)."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(REPO / "src" / "d3sr" / "conf"), version_base="1.3"):
-        cfg = hydra_compose(config_name="train", overrides=["experiment=demo"])
-    GlobalHydra.instance().clear()
-    generator = instantiate(cfg.model.generator)
-    # What D3SRModule saves: the LoRA tensors and the fixed embedding, not the frozen base.
-    state = {f"generator.{k}": v for k, v in generator.state_dict().items() if ".lora_" in k or k == "prompt_embeds"}
-    path = tmp_path_factory.mktemp("held_out") / "demo.ckpt"
-    torch.save({"d3sr": checkpoint_record(generator, None, 0), "state_dict": state}, path)
-    return path
 
 
 def test_the_extra_set_has_its_own_table_and_json(demo_checkpoint, tmp_path, monkeypatch, capsys):

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import csv
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,12 +17,6 @@ REPO = Path(__file__).resolve().parents[2]
 SMALL = ["iterations=1", "checkpoint_every=1", "degradation=bicubic", "data.crop_size=64", "data.crops_per_image=1",
          "data.batch_size=2", "data.val_crops_per_image=1", "data.val_crop_size=64", "trainer.val_check_interval=1",
          "callbacks.image_logger=null", "logger=none"]  # fmt: skip
-
-
-def run_cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    environ = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
-    return subprocess.run([sys.executable, *args], cwd=REPO, env=environ, capture_output=True, text=True,
-                          timeout=timeout)  # fmt: skip
 
 
 def write_job(folder: Path, number: int, overrides: list[str], result: dict | None) -> None:
@@ -50,20 +41,20 @@ def test_report_keeps_failed_and_unfinished_jobs(tmp_path):
     assert "| 2 | loss=dists | no result |" in table
 
 
-def test_report_of_a_folder_without_jobs_is_one_clear_error(tmp_path):
+def test_report_of_a_folder_without_jobs_is_one_clear_error(run_command, tmp_path):
     with pytest.raises(D3SRError, match="holds no multirun jobs"):
         read_sweep(tmp_path)
-    result = run_cli("-m", "d3sr.sweep_report", str(tmp_path / "missing"))
+    result = run_command("sweep_report", str(tmp_path / "missing"))
     assert result.returncode == 2 and result.stderr.startswith("error:") and "Traceback" not in result.stderr
 
 
-def test_table4b_multirun_runs_every_row_and_is_reported(tmp_path):
+def test_table4b_multirun_runs_every_row_and_is_reported(run_command, tmp_path):
     """The demo-scale Table 4b (none, pixel CNN, random-init latent UNet, SD-style, SDXL-style), one iteration each."""
-    result = run_cli("-m", "d3sr.train", "-m", "experiment=demo", "hparams_search=table4b", *SMALL,
+    result = run_command("train", "-m", "experiment=demo", "hparams_search=table4b", *SMALL,
                      f"paths.log_dir={tmp_path}")  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     (sweep,) = (tmp_path / "demo" / "multiruns").iterdir()
-    report = run_cli("-m", "d3sr.sweep_report", str(sweep))
+    report = run_command("sweep_report", str(sweep))
     assert report.returncode == 0, report.stderr[-2000:]
     rows = list(csv.DictReader((sweep / "sweep_report_jobs.csv").open()))
     assert [r["overrides"] for r in rows] == [f"model/discriminator={d}" for d in
@@ -78,8 +69,8 @@ def test_table4b_multirun_runs_every_row_and_is_reported(tmp_path):
     assert "| model/discriminator=none | 1 | default |" in report.stdout
 
 
-def test_a_failed_job_does_not_stop_the_sweep_and_keeps_its_row(tmp_path):
-    result = run_cli("-m", "d3sr.train", "-m", "experiment=demo", "model/generator=tiny", "model/discriminator=tiny",
+def test_a_failed_job_does_not_stop_the_sweep_and_keeps_its_row(run_command, tmp_path):
+    result = run_command("train", "-m", "experiment=demo", "model/generator=tiny", "model/discriminator=tiny",
                      "model.generator.timestep=5000,399", *SMALL, f"paths.log_dir={tmp_path}")  # fmt: skip
     assert result.returncode != 0  # Hydra reports the failed job once the sweep is done
     said = result.stdout + result.stderr
@@ -91,8 +82,8 @@ def test_a_failed_job_does_not_stop_the_sweep_and_keeps_its_row(tmp_path):
 
 
 @pytest.mark.slow
-def test_table4a_multirun_runs_every_loss_row(tmp_path):
-    result = run_cli("-m", "d3sr.train", "-m", "experiment=demo", "hparams_search=table4a", *SMALL,
+def test_table4a_multirun_runs_every_loss_row(run_command, tmp_path):
+    result = run_command("train", "-m", "experiment=demo", "hparams_search=table4a", *SMALL,
                      f"paths.log_dir={tmp_path}")  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     (sweep,) = (tmp_path / "demo" / "multiruns").iterdir()
@@ -127,7 +118,7 @@ def write_seed_sweep(folder: Path) -> None:
 #             colour error 0.05, 0.07 → 0.06 ± 0.02/√2 = 0.0141
 
 
-def test_the_seeds_of_a_configuration_are_one_row_with_mean_and_sample_std(tmp_path):
+def test_the_seeds_of_a_configuration_are_one_row_with_mean_and_sample_std(run_command, tmp_path):
     write_seed_sweep(tmp_path)
     jobs = read_sweep(tmp_path)
     # Overrides listed in another order still group: the jobs differ only in seed=.
@@ -141,7 +132,7 @@ def test_the_seeds_of_a_configuration_are_one_row_with_mean_and_sample_std(tmp_p
 
     # The command line prints the configuration table and writes it to sweep_report.md/.csv (unrounded numbers), the
     # job table to sweep_report_jobs.md/.csv. A metric beyond the default ones is a column when asked for.
-    report = run_cli("-m", "d3sr.sweep_report", str(tmp_path), "--metrics", "val/psnr_y", "val/color_error")
+    report = run_command("sweep_report", str(tmp_path), "--metrics", "val/psnr_y", "val/color_error")
     assert report.returncode == 0, report.stderr[-2000:]
     assert "| loss=paper | 2 | 0, 1 | 24.3000 ± 0.4243 |  |  |" in report.stdout
     assert "| loss=lpips | 2 | 0, 1 | 23.2000 ± 0.2828 | 0.0600 ± 0.0141 |  |" in report.stdout
@@ -155,7 +146,7 @@ def test_the_seeds_of_a_configuration_are_one_row_with_mean_and_sample_std(tmp_p
     assert len(list(csv.DictReader((tmp_path / "sweep_report_jobs.csv").open()))) == 4
 
 
-def test_failed_unfinished_and_nan_results_are_counted_and_left_out_of_the_statistics(tmp_path):
+def test_failed_unfinished_and_nan_results_are_counted_and_left_out_of_the_statistics(run_command, tmp_path):
     write_seed_sweep(tmp_path)
     # A failed seed of loss=paper (a NaN optimized metric: failed, with its metrics) must not move the mean.
     failed = {"status": "failed", "error": "optimized_metric val/psnr_y is nan", "iterations": 150,
@@ -179,7 +170,7 @@ def test_failed_unfinished_and_nan_results_are_counted_and_left_out_of_the_stati
 
     # The job table keeps every job, the failed and unfinished ones with their status.
     assert sweep_markdown(jobs, tmp_path).count("\n| ") == 1 + 8  # the header, then the jobs
-    report = run_cli("-m", "d3sr.sweep_report", str(tmp_path), "--per-job")
+    report = run_command("sweep_report", str(tmp_path), "--per-job")
     assert report.returncode == 0, report.stderr[-2000:]
     assert "| 4 | loss=paper seed=2 | failed | nan | 0.1000 | 150 | optimized_metric val/psnr_y is nan |" in (
         report.stdout
@@ -190,9 +181,9 @@ def test_failed_unfinished_and_nan_results_are_counted_and_left_out_of_the_stati
     assert len(list(csv.DictReader((tmp_path / "sweep_report.csv").open()))) == 3
 
 
-def test_the_per_job_table_has_a_row_per_seed_and_unknown_metrics_are_refused(tmp_path):
+def test_the_per_job_table_has_a_row_per_seed_and_unknown_metrics_are_refused(run_command, tmp_path):
     write_seed_sweep(tmp_path)
-    report = run_cli("-m", "d3sr.sweep_report", str(tmp_path), "--per-job", "--metrics", "val/*")
+    report = run_command("sweep_report", str(tmp_path), "--per-job", "--metrics", "val/*")
     assert report.returncode == 0, report.stderr[-2000:]
     assert "| job | overrides | status | val/color_error | val/psnr_y | val/ssim_y | iterations |" in report.stdout
     assert "| 3 | loss=lpips seed=1 | completed | 0.0700 | 23.4000 | 0.6600 | 150 | /x/3.ckpt |" in report.stdout
@@ -203,6 +194,6 @@ def test_the_per_job_table_has_a_row_per_seed_and_unknown_metrics_are_refused(tm
         ("2", "loss=lpips seed=0"),
         ("3", "loss=lpips seed=1"),
     ]
-    report = run_cli("-m", "d3sr.sweep_report", str(tmp_path), "--metrics", "val/sharpness")
+    report = run_command("sweep_report", str(tmp_path), "--metrics", "val/sharpness")
     assert report.returncode == 2 and report.stderr.startswith("error: --metrics val/sharpness: no job")
     assert "(reported: train/g/mse, val/color_error, val/psnr_y, val/ssim_y)" in report.stderr
