@@ -4,9 +4,6 @@ embedded and the extra held-out photos; the colour error / sharpness columns and
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from importlib import metadata
 from pathlib import Path
 from types import SimpleNamespace
@@ -38,20 +35,13 @@ from d3sr.images import (
     read_image,
     upsample_lq,
 )
-from d3sr.train import train
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_held_out_tables_score_the_same_photos_from_both_lqs(compose, tmp_path):
-    cfg = compose(["experiment=demo", "iterations=1", "checkpoint_every=1", "logger=none", "callbacks=default",
-                   "callbacks.image_logger=null", "++trainer.limit_val_batches=0", "degradation=bicubic",
-                   f"paths.output_dir={tmp_path / 'run'}"])  # fmt: skip
-    checkpoint = train(cfg)["checkpoint"]
-    environ = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
-    result = subprocess.run([sys.executable, "-m", "d3sr.held_out", checkpoint, "--tile-size", "0", "--json",
-                             str(tmp_path / "held_out.json")], cwd=REPO, env=environ, capture_output=True,
-                            text=True, timeout=600)  # fmt: skip
+def test_held_out_tables_score_the_same_photos_from_both_lqs(demo_checkpoint, run_command, tmp_path):
+    result = run_command("held_out", str(demo_checkpoint), "--tile-size", "0", "--json",
+                         str(tmp_path / "held_out.json"))  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert (
         "×4 from clean bicubic LQ" in result.stdout
