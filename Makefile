@@ -29,11 +29,12 @@ demo: install  ## fine-tune the shipped tiny pretrained backbone with D³SR (CPU
 pretrain-tiny: install  ## re-make the shipped tiny backbone (deterministic; ~30 min on 2 CPU cores)
 	$(BIN)/python -m d3sr.pretrain_tiny output=src/d3sr/assets/tiny_backbone overwrite=true
 
-test: install  ## the fast CPU test suite (what CI runs)
-	$(BIN)/python -m pytest -q
+TEST_WORKERS ?= 2
+test: install  ## the fast CPU test suite (what CI runs), on $(TEST_WORKERS) pytest-xdist workers (one thread each)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --durations=15
 
 test-full: install  ## every test, slow ones included
-	$(BIN)/python -m pytest -q -m "slow or not slow"
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) -m "slow or not slow"
 
 UPGRADE_VENV ?= .venv-upgrade
 upgrade-check:  ## the newest versions pyproject.toml allows, in a scratch venv, then the fast suite (docs/dependencies.md)
