@@ -4,16 +4,27 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from test_sweeps import SMALL, run_cli, write_job
+from test_sweeps import SMALL, write_job
 
 from d3sr.errors import D3SRError
 from d3sr.evaluation.sweeps import configs_markdown, read_sweep, sweep_markdown
 
 optuna = pytest.importorskip("optuna")  # the `sweeps` extra
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """python ARGS from the repository, offline: the Optuna sweeper's real command line, in its own process."""
+    environ = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
+    return subprocess.run([sys.executable, *args], cwd=REPO, env=environ, capture_output=True, text=True,
+                          timeout=timeout)  # fmt: skip
 
 
 def run_search(tmp_path: Path, *args: str) -> Path:

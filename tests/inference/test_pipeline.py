@@ -32,7 +32,8 @@ def lq() -> torch.Tensor:
 def test_round_trip_reproduces_the_trained_generator(trained, lq, source):
     pipe = D3SRPipeline.from_pretrained(getattr(trained, source), device="cpu", dtype=torch.float32, fuse=False,
                                         color_fix="none")  # fmt: skip
-    torch.testing.assert_close(pipe(lq), reference(trained.generator, lq), rtol=0, atol=1e-5)
+    # Float rounding of two call paths: measured at most 1.03e-5 with one thread (as under make test's workers).
+    torch.testing.assert_close(pipe(lq), reference(trained.generator, lq), rtol=0, atol=2e-5)
 
 
 def test_fused_and_merged_bundles_match_the_lora_bundle(trained, lq):
@@ -85,7 +86,7 @@ def test_speed_options_keep_the_result(trained):
     lq = torch.rand(1, 3, 12, 16, generator=torch.Generator().manual_seed(0))
     pipe = D3SRPipeline.from_pretrained(trained.bundle, device="cpu", color_fix="none", tile_size=32, tile_overlap=16)
     reference = pipe(lq, tile_batch_size=1)
-    torch.testing.assert_close(pipe(lq, tile_batch_size=4), reference, rtol=0, atol=1e-5)
+    torch.testing.assert_close(pipe(lq, tile_batch_size=4), reference, rtol=0, atol=2e-5)  # measured 1.01e-5
     torch.testing.assert_close(pipe(lq, channels_last=True), reference, rtol=0, atol=1e-4)
     assert pipe.generator.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
 
