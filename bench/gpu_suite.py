@@ -6,7 +6,9 @@
 
 Sections (full-size networks with random weights: no download; the speed and memory of a step do not depend on the
 weights' values):
-- inference: seconds per 512² output, untiled, fp32 / bf16 / bf16 + torch.compile, batch 1 and 8;
+- inference: seconds per 512² output, untiled, fp32 / bf16 / bf16 + torch.compile, batch 1 and 8, and the share of
+  the device's matmul peak this reaches (FLOPs of one call counted with FlopCounterMode, per second, over a 2048²
+  matmul's GFLOP/s in the same dtype, measured in the same run; 256² with --quick; see bench/inference.py);
 - tiled: a 2048² output with the default 512-px tiles against a 512² output, time and peak memory;
 - training: the paper's recipe (SD 2.1 G, SDXL D, bf16-mixed, bf16 frozen weights, batch 8 of 512²) and
   experiment=sdxl_disc_lowmem (batch 2 × accumulation 4, gradient checkpointing): s/iteration and peak memory;
@@ -42,6 +44,7 @@ from d3sr.models.saved_generator import fuse_lora
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from degradation import hr_crops, load_degradation, timed  # noqa: E402
+from inference import count_flops, matmul_peak  # noqa: E402
 from train_step import RandomPairs, StepTimer, build_module, random_backbone  # noqa: E402
 
 SECTIONS = ("inference", "tiled", "training", "degradation")
@@ -62,10 +65,11 @@ class Sizes:
     degradation_batch: int = 8
     repeats: int = 3
     compile: bool = True
+    matmul: int = 2048  # side of the matmul that measures the peak
 
 
 QUICK = Sizes(output=64, batches=(1, 2), tiled_output=128, tile_size=64, crop=64, train_batch=2, train_iters=1,
-              degradation_size=64, degradation_batch=2, repeats=1, compile=False)  # fmt: skip
+              degradation_size=64, degradation_batch=2, repeats=1, compile=False, matmul=256)  # fmt: skip
 
 
 def reset_peak(device: str) -> None:
@@ -100,16 +104,25 @@ def inference(sizes: Sizes, device: str, quick: bool) -> list[dict]:
     rows = []
     variants = [("fp32", torch.float32, False), ("bf16", torch.bfloat16, False)]
     variants += [("bf16 + compile", torch.bfloat16, True)] if sizes.compile else []
+    peaks: dict[torch.dtype, float] = {}  # GFLOP/s of a 2048² matmul per dtype
+    flops: dict[int, int] = {}  # FLOPs of one call per batch size (counted eagerly, the same in every dtype)
     for name, dtype, compile_ in variants:
         pipe = D3SRPipeline(generator(quick, device), InferenceOptions(tile_size=0)).to(device, dtype)
         pipe = compiled(pipe) if compile_ else pipe
+        if dtype not in peaks:
+            peaks[dtype] = matmul_peak(torch.device(device), dtype, sizes.matmul)
         for batch in sizes.batches:
             lq = torch.rand(batch, 3, sizes.output // 4, sizes.output // 4, device=device)
+            if batch not in flops:
+                flops[batch] = count_flops(lambda lq=lq, pipe=pipe: pipe.super_resolve(lq))
             reset_peak(device)
             seconds = timed(lambda lq=lq, pipe=pipe: pipe.super_resolve(lq), sizes.repeats, 2 if compile_ else 1,
                             device)  # fmt: skip
             rows.append({"variant": name, "output": f"{sizes.output}²", "batch": batch,
-                         "s_per_image": seconds / batch, "peak_gib": peak_gib(device)})  # fmt: skip
+                         "channels_last": pipe.options.tiling(pipe.device)["channels_last"],
+                         "s_per_image": seconds / batch, "peak_gib": peak_gib(device),
+                         "gflop_per_image": flops[batch] / batch / 1e9, "matmul_peak_gflops": peaks[dtype],
+                         "share_of_peak": flops[batch] / seconds / 1e9 / peaks[dtype]})  # fmt: skip
         del pipe
     return rows
 

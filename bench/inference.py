@@ -5,6 +5,8 @@
     python bench/inference.py --device cpu --backbone --baseline --output 512 --tile 256   # the tiny backbone
     python bench/inference.py --device cuda --compile       # adds torch.compile rows (compile time reported apart)
     python bench/inference.py --device cpu --channels-last  # adds channels-last rows
+    python bench/inference.py --device cpu --output 512 --tile 256 --no-before --no-memory   # untiled vs tiled only
+    python bench/inference.py --device cpu --precision-gap --dtypes fp32 bf16 --output 64   # bf16 vs fp32 PSNR only
 
 The generator: by default the full-size SD 2.1-base UNet + SD VAE from the published configs
 (src/d3sr/models/architectures.py) with random weights (no download), LoRA added and fused as
@@ -17,6 +19,12 @@ called directly with diffusers, eager and untiled (vae.encode → latent_dist.mo
 forward); `tiled` the defaults (vae_tiling=groupnorm_sync, tile_batch_size=auto). "area" is the pixels the tiles
 cover over the image's (UNet tiles overlap; the synchronised VAE's tiles do not, their 1–2 px halos not counted).
 
+Share of the machine's peak: for each precision the run first times a 2048² × 2048² matmul in that dtype (best of 5,
+GFLOP/s), then counts each variant's FLOPs once per stage (torch.utils.flop_counter.FlopCounterMode on a run that
+also serves as its warm-up: convolutions, matmuls and attention, 2 FLOPs a multiply-add) and prints GFLOP/s of each
+variant's best wall time as a share of that peak. The UNet and VAE run in the dtype; the tiled variants' FLOPs
+include the overlap and halos they compute.
+
 Peak memory as the image grows, tiling on (defaults): torch.cuda.max_memory_allocated on CUDA (total, and above
 the allocation before the call: activations); on the CPU the peak resident set size above the RSS before the call,
 sampled every 2 ms, which includes the whole-image maps the tiled VAE keeps in host memory (on CUDA, with
@@ -26,13 +34,17 @@ vae_offload, those are host memory and not counted). Prints Markdown tables.
 from __future__ import annotations
 
 import argparse
+import copy
+import math
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
-from d3sr.images import generator_input
+from d3sr.images import embedded_lq, generator_input
 from d3sr.inference import D3SRPipeline, InferenceOptions
 from d3sr.inference.tiling import Tiling, core_count, decode_stage, denoise_stage, encode_stage, tile_count
 from d3sr.models.generator import OneStepGenerator
@@ -66,6 +78,50 @@ def backbone_generator(device: str) -> OneStepGenerator:
     from d3sr.models.loading import pretrained_tiny
 
     return OneStepGenerator(pretrained_tiny("sd"), timestep=199).eval().to(device)
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU's model name (/proc/cpuinfo) and the threads torch uses."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        model = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+    except (OSError, StopIteration):
+        import platform
+
+        model = platform.processor() or "CPU"
+    return f"{model} ({torch.get_num_threads()} threads, capability {torch.backends.cpu.get_cpu_capability()})"
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
+    """GFLOP/s of a size² × size² matmul in `dtype` on `device` (2·size³ FLOPs), best of `repeats` after a warm-up.
+
+    A warm-up call slower than 2 s is taken as the one measurement: the dtype is emulated there (bf16 on a CPU
+    without bf16 units: minutes for 2048², where a warm-up no longer matters).
+    """
+    generator = torch.Generator(device=device).manual_seed(0)
+    a, b = (torch.randn(size, size, device=device, generator=generator).to(dtype) for _ in range(2))
+    times = []
+    with torch.inference_mode():
+        for _ in range(repeats + 1):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            torch.mm(a, b)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            times.append(time.perf_counter() - start)
+            if times[0] > 2:
+                break
+    return 2 * size**3 / min(times[1:] or times) / 1e9
+
+
+def count_flops(fn: Callable[[], None]) -> int:
+    """FLOPs of one call of fn (FlopCounterMode: convolutions, matmuls and attention; 2 per multiply-add)."""
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
 
 
 class PeakRSS:
@@ -152,6 +208,12 @@ def baseline_stages(generator: OneStepGenerator) -> Stages:
 
 
 @torch.inference_mode()
+def stage_flops(stages: Stages, image: torch.Tensor) -> list[int]:
+    """FLOPs of each stage for one run (which warms the variant up too)."""
+    return [count_flops(stage) for stage in stages(image)]
+
+
+@torch.inference_mode()
 def time_stages(stages: Stages, image: torch.Tensor) -> list[tuple[float, float]]:
     """(wall s, process CPU s) of each stage for one run."""
     cuda = image.device.type == "cuda"
@@ -180,9 +242,14 @@ def gib(n: int) -> str:
     return f"{n / 2**30:.2f}"
 
 
-def best_times(variants: dict, image: torch.Tensor, repeats: int, label: str) -> dict[str, list[list[float]]]:
-    """Best (wall, CPU) seconds per stage of each variant over interleaved repeats."""
+def best_times(variants: dict, image: torch.Tensor, repeats: int, label: str,
+               flops: dict[str, list[int]]) -> dict[str, list[list[float]]]:  # fmt: skip
+    """Best (wall, CPU) seconds per stage of each variant over interleaved repeats, after one run per variant that
+    counts its FLOPs per stage into `flops` (and warms it up)."""
     best = {name: [[float("inf")] * 2 for _ in range(3)] for name in variants}
+    for name, (stages, _) in variants.items():
+        flops[name] = stage_flops(stages, image)
+        print(f"  FLOPs {label} {name}: {sum(flops[name]) / 1e9:.1f} G (warm-up run)", flush=True)
     for repeat in range(repeats):
         for name, (stages, _) in variants.items():
             for k, (wall, cpu) in enumerate(time_stages(stages, image)):
@@ -192,32 +259,38 @@ def best_times(variants: dict, image: torch.Tensor, repeats: int, label: str) ->
 
 
 def stage_table(generator: OneStepGenerator, device: torch.device, dtype_name: str, output: int, tile: int,
-                overlap: int, repeats: int, baseline: bool, compile: bool,
-                channels_last: bool = False) -> None:  # fmt: skip
-    """Per-stage seconds of each variant for one output size, and the ratios."""
-    pipe = D3SRPipeline(generator, InferenceOptions(tile_size=0, tile_overlap=0)).to(device, dtype_name)
+                overlap: int, repeats: int, baseline: bool, compile: bool, channels_last: bool = False,
+                before: bool = True) -> None:  # fmt: skip
+    """Per-stage seconds of each variant for one output size, the ratios, and the share of the matmul peak."""
+    options = InferenceOptions(tile_size=0, tile_overlap=0, channels_last=False)  # the --channels-last rows turn it on
+    pipe = D3SRPipeline(generator, options).to(device, dtype_name)
+    peak = matmul_peak(device, pipe.dtype)
+    print(f"  matmul peak ({dtype_name}, 2048² × 2048², best of 5): {peak:.1f} GFLOP/s", flush=True)
     image = generator_input(torch.rand(1, 3, output // 4, output // 4, device=device))
     tiled = {"tile_size": tile, "tile_overlap": overlap}
     variants: dict[str, tuple[Stages, list[float]]] = {}
+    flops: dict[str, list[int]] = {}
     if baseline:
         variants["baseline (diffusers, eager)"] = (baseline_stages(generator), [1.0] * 3)
     variants["untiled"] = (our_stages(generator, Tiling()), [1.0] * 3)
-    before = Tiling(**tiled, vae_tiling="blend", tile_batch_size=1)
-    variants["tiled, before (blend, 1 tile/forward)"] = (our_stages(generator, before),
-                                                         area_ratios(output, tile, overlap, "blend"))  # fmt: skip
+    if before:
+        blend = Tiling(**tiled, vae_tiling="blend", tile_batch_size=1)
+        variants["tiled, before (blend, 1 tile/forward)"] = (our_stages(generator, blend),
+                                                             area_ratios(output, tile, overlap, "blend"))  # fmt: skip
     variants["tiled (defaults)"] = (our_stages(generator, Tiling(**tiled)),
                                     area_ratios(output, tile, overlap, "groupnorm_sync"))  # fmt: skip
-    best = best_times(variants, image, repeats, dtype_name)
+    best = best_times(variants, image, repeats, dtype_name, flops)
     if channels_last:
         # In place: the models stay channels-last, so these rows (and the compiled ones) come after the others.
         pipe.super_resolve(torch.rand(1, 3, 8, 8, device=device), channels_last=True, tile_size=0)
         converted = {"untiled + channels_last": (our_stages(generator, Tiling(channels_last=True)), [1.0] * 3),
                      "tiled + channels_last": (our_stages(generator, Tiling(**tiled, channels_last=True)),
                                                area_ratios(output, tile, overlap, "groupnorm_sync"))}  # fmt: skip
-        best.update(best_times(converted, image, repeats, dtype_name))
+        best.update(best_times(converted, image, repeats, dtype_name, flops))
         variants.update(converted)
     if compile:
-        # In place: every later call of these models is compiled, so the compiled rows come last.
+        # In place: every later call of these models is compiled, so the compiled rows come last. Their FLOPs are
+        # the eager variants' (the same computation; FlopCounterMode does not see inside compiled graphs).
         start = time.perf_counter()
         pipe.super_resolve(torch.rand(1, 3, output // 4, output // 4, device=device), compile=True, tile_size=0)
         pipe.super_resolve(torch.rand(1, 3, output // 4, output // 4, device=device), compile=True, **tiled)
@@ -225,7 +298,8 @@ def stage_table(generator: OneStepGenerator, device: torch.device, dtype_name: s
         compiled = {"untiled + compile": (our_stages(generator, Tiling(compile=True)), [1.0] * 3),
                     "tiled + compile": (our_stages(generator, Tiling(**tiled, compile=True)),
                                         area_ratios(output, tile, overlap, "groupnorm_sync"))}  # fmt: skip
-        best.update(best_times(compiled, image, repeats, dtype_name))
+        best.update(best_times(compiled, image, repeats, dtype_name, {}))
+        flops.update({"untiled + compile": flops["untiled"], "tiled + compile": flops["tiled (defaults)"]})
         variants.update(compiled)
 
     cpu = device.type == "cpu"
@@ -236,6 +310,17 @@ def stage_table(generator: OneStepGenerator, device: torch.device, dtype_name: s
     for name, times in best.items():
         total = [sum(t[0] for t in times), sum(t[1] for t in times)]
         cells = [f"{w:.2f} ({c:.2f})" if cpu else f"{w:.3f}" for w, c in [*times, total]]
+        print(f"| {name} | {' | '.join(cells)} |")
+
+    # What each variant computes, and how close to the matmul peak it runs (on its best wall seconds).
+    print(f"\nShare of the {dtype_name} matmul peak ({peak:.1f} GFLOP/s): GFLOP, and GFLOP/s of the best wall time "
+          "as a share of the peak\n")  # fmt: skip
+    print("| variant | encode | UNet | decode | total |")
+    print("|---|---|---|---|---|")
+    for name, times in best.items():
+        counts = [*flops[name], sum(flops[name])]
+        walls = [*(t[0] for t in times), sum(t[0] for t in times)]
+        cells = [f"{n / 1e9:.1f} G, {n / w / 1e9 / peak:.0%}" for n, w in zip(counts, walls)]
         print(f"| {name} | {' | '.join(cells)} |")
 
     # Ratios on the measure that the machine makes reliable (CPU seconds on a CPU).
@@ -264,6 +349,33 @@ def stage_table(generator: OneStepGenerator, device: torch.device, dtype_name: s
             cells = [f"{t / (b * a):.2f}" for t, b, a in zip(times, base, areas)]
             cells.append(f"{sum(times) / sum(b * a for b, a in zip(base, areas)):.2f}")
             print(f"| {name} | {' | '.join(cells)} |")
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR in dB of images in [0, 1]."""
+    mse = (a.double() - b.double()).pow(2).mean().item()
+    return math.inf if mse == 0 else 10 * math.log10(1 / mse)
+
+
+def precision_gap(generator: OneStepGenerator, device: torch.device, dtypes: list[str], output: int) -> None:
+    """PSNR of each dtype's output against float32's: one untiled super-resolution of astronaut's top-left corner
+    (scikit-image, ×4-downscaled; output × output), colour fix on (the defaults), the same generator in each dtype."""
+    lq = embedded_lq("astronaut")[None, :, : output // 4, : output // 4].to(device)
+    options = InferenceOptions(tile_size=0)
+    outputs = {}
+    for name in ["fp32", *(d for d in dtypes if d != "fp32")]:
+        pipe = D3SRPipeline(copy.deepcopy(generator), options).to(device, name)
+        start = time.perf_counter()
+        outputs[name] = pipe.super_resolve(lq)
+        print(f"  {name}: {time.perf_counter() - start:.1f} s", flush=True)
+        del pipe
+    print(f"\nOutput PSNR against fp32 ({output}² output, astronaut, untiled, colour fix adain)\n")
+    print("| precision | PSNR vs fp32 (dB) | max abs difference (of [0, 1]) |")
+    print("|---|---|---|")
+    for name, out in outputs.items():
+        if name != "fp32":
+            gap = (out - outputs["fp32"]).abs().max().item()
+            print(f"| {name} | {psnr(out, outputs['fp32']):.1f} | {gap:.4f} |")
 
 
 def measure_memory(pipe: D3SRPipeline, output: int, options: dict) -> dict:
@@ -304,6 +416,9 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (slow to compile on a CPU)")
     parser.add_argument("--channels-last", action="store_true", help="also time inference.channels_last=true")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory table")
+    parser.add_argument("--no-before", action="store_true", help="skip the 'tiled, before' (blend) rows")
+    parser.add_argument("--precision-gap", action="store_true",
+                        help="only the PSNR of each of --dtypes against fp32 at --output (no timing)")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="smallest useful run (CPU smoke test)")
     args = parser.parse_args()
 
@@ -325,11 +440,13 @@ def main() -> None:
 
     generator = backbone_generator(str(device)) if args.backbone else random_generator(str(device))
     model = "pretrained tiny backbone" if args.backbone else "full-size SD 2.1-base UNet + VAE (random weights)"
-    name = torch.cuda.get_device_name(device) if cuda else f"CPU ({torch.get_num_threads()} threads)"
-    print(f"\nD³SR generator, {model}, {name}, torch {torch.__version__}")
+    print(f"\nD³SR generator, {model}, {device_name(device)}, torch {torch.__version__}")
+    if args.precision_gap:
+        precision_gap(generator, device, dtypes, output)
+        return
     for dtype_name in dtypes:
         stage_table(generator, device, dtype_name, output, tile, overlap, repeats, args.baseline, args.compile,
-                    args.channels_last)  # fmt: skip
+                    args.channels_last, before=not args.no_before)  # fmt: skip
     if args.no_memory:
         return
 

@@ -3,6 +3,7 @@ driven in a real browser (Debian's Chromium, headless, through Selenium)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import socket
@@ -194,10 +195,13 @@ class FakeBlocks:
 @pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0"])
 def test_one_request_at_a_time_on_loopback_unless_told(checkpoint, monkeypatch, caplog, host):
     pytest.importorskip("gradio")
+    caplog.set_level(logging.INFO, logger="d3sr.app")
     calls = {}
     monkeypatch.setattr(app, "build_demo", lambda *args: FakeBlocks(calls))
     overrides = [f"bundle={checkpoint}", "inference.device=cpu", "port=7999"]
     assert run_command(*overrides, *([f"host={host}"] if host != "127.0.0.1" else [])) == 0
+    resolved = [r.getMessage() for r in caplog.records if r.getMessage().startswith("inference: precision auto -> ")]
+    assert len(resolved) == 1 and ", channels_last auto -> " in resolved[0]  # what 'auto' chose, in one line
     assert calls["queue"] == {"default_concurrency_limit": 1, "max_size": 16}
     assert calls["launch"] == {"server_name": host, "server_port": 7999, "max_file_size": "50mb",
                                "prevent_thread_lock": False}  # fmt: skip

@@ -12,7 +12,18 @@ from skimage import color, data
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from skimage.transform import downscale_local_mean
 
-from d3sr.psnr_ssim import color_error, gradient_energy, psnr_y, rgb_to_lab, rgb_to_y, sharpness, ssim_y
+from d3sr.psnr_ssim import (
+    _gaussian_window,
+    color_error,
+    filter_valid,
+    gradient_energy,
+    psnr_ssim_y_pyiqa,
+    psnr_y,
+    rgb_to_lab,
+    rgb_to_y,
+    sharpness,
+    ssim_y,
+)
 
 # SSIM as Wang et al. 2004 / BasicSR / pyiqa: 11×11 Gaussian σ=1.5, population covariance, 'valid' window positions.
 SSIM_ARGS = {"data_range": 255, "gaussian_weights": True, "sigma": 1.5, "use_sample_covariance": False}
@@ -73,6 +84,52 @@ def test_identical_images_give_inf_psnr_and_unit_ssim(photo_pairs):
     hr, _ = photo_pairs[0]
     assert float(psnr_y(tensor(hr), tensor(hr))) == float("inf")
     assert float(ssim_y(tensor(hr), tensor(hr))) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_filter_valid_is_the_valid_conv(photo_pairs):
+    # 8-bit levels (as SSIM's inputs) and their squares, and arbitrary values; odd sizes.
+    levels = torch.from_numpy(y_channel(photo_pairs[0][0])).round()[None, None, :91, :117]
+    arbitrary = torch.rand(2, 1, 40, 33, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 255
+    window = _gaussian_window()
+    for x in (levels, levels * levels, arbitrary):
+        torch.testing.assert_close(filter_valid(x, window), F.conv2d(x, window), rtol=1e-14, atol=0)
+
+
+def test_ssim_y_keeps_its_numbers(photo_pairs):
+    # The formula as computed before filter_valid: one 11×11 conv2d per map.
+    def reference(sr, gt):
+        x, y = rgb_to_y(sr.double()) * 255.0, rgb_to_y(gt.double()) * 255.0
+        window, c1, c2 = _gaussian_window(), (0.01 * 255) ** 2, (0.03 * 255) ** 2
+        mu_x, mu_y = F.conv2d(x, window), F.conv2d(y, window)
+        sigma_x, sigma_y = F.conv2d(x * x, window) - mu_x**2, F.conv2d(y * y, window) - mu_y**2
+        sigma_xy = F.conv2d(x * y, window) - mu_x * mu_y
+        ssim = ((2 * mu_x * mu_y + c1) * (2 * sigma_xy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (sigma_x + sigma_y + c2))
+        return ssim.mean(dim=(1, 2, 3)).float()
+
+    for hr, sr in photo_pairs:
+        sr, hr = tensor(sr), tensor(hr)
+        torch.testing.assert_close(ssim_y(sr, hr), reference(sr, hr), rtol=0, atol=1e-7)
+
+
+def test_psnr_ssim_y_pyiqa_gives_pyiqas_scores(photo_pairs):
+    """pyiqa's psnr and ssim built as the evaluation suite builds them; photos with noise, whole 512² and odd crops.
+
+    Measured on an AMD EPYC (AVX2): equal to the bit (PSNR float32, SSIM float64), and 13× faster than pyiqa for a
+    512² pair (0.12 s against 1.6 s, single runs best of 5 on 2 shared cores).
+    """
+    pytest.importorskip("pyiqa")
+    from d3sr.evaluation.suite import build_metric
+
+    psnr, ssim = build_metric("psnr", "cpu"), build_metric("ssim", "cpu")
+    astronaut = data.astronaut()
+    noisy = np.clip(astronaut + np.random.default_rng(0).normal(0, 8, astronaut.shape), 0, 255).astype(np.uint8)
+    pairs = [(tensor(sr), tensor(hr)) for hr, sr in photo_pairs] + [(tensor(noisy), tensor(astronaut))]
+    pairs.append((pairs[-1][0][..., 3:300, 5:260], pairs[-1][1][..., 3:300, 5:260]))
+    for sr, hr in pairs:
+        ours_psnr, ours_ssim = psnr_ssim_y_pyiqa(sr, hr)
+        assert ours_psnr.dtype == torch.float32 and ours_ssim.dtype == torch.float64
+        assert torch.equal(ours_psnr, psnr(sr, hr))  # the same float32 operations
+        torch.testing.assert_close(ours_ssim, ssim(sr, hr), rtol=0, atol=1e-12)  # measured: 0 (equal to the bit)
 
 
 # ------------------------------------------------------------------------------------------------------------------

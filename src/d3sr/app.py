@@ -192,7 +192,8 @@ def run(cfg: DictConfig) -> None:
     pipe = D3SRPipeline.from_pretrained(
         cfg.bundle, device=device, dtype=dtype, base_model=cfg.get("base_model"), fuse=cfg.fuse_lora, options=options
     )
-    log.info("Loaded %s on %s (%s)", cfg.bundle, device, str(dtype).removeprefix("torch."))
+    log.info("Loaded %s on %s", cfg.bundle, device)
+    log.info(options.resolved(device))
     with tempfile.TemporaryDirectory(prefix="d3sr-app-") as results:
         demo = build_demo(pipe, Path(results), int(cfg.max_input_pixels), cfg.output_format)
         launch(demo, str(cfg.host), int(cfg.port), int(cfg.queue_size), cfg.max_file_size)

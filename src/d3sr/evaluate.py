@@ -97,9 +97,11 @@ def evaluate(cfg: DictConfig) -> int:
         pipe = D3SRPipeline.from_pretrained(str(bundle), options=options)
         dtype = str(options.torch_dtype()).removeprefix("torch.")
         inference = {"tile_size": options.tile_size, "tile_overlap": options.tile_overlap,
-                     "color_fix": options.color_fix, "dtype": dtype}  # fmt: skip
+                     "color_fix": options.color_fix, "dtype": dtype,
+                     "channels_last": options.tiling(device)["channels_last"]}  # fmt: skip
         settings = ", ".join(f"{key}={value}" for key, value in inference.items())
         log.info("Super-resolving %s with %s on %s (%s)", lq_dir, bundle, device, settings)
+        log.info(options.resolved(device))
         sr_dir = super_resolve_folder(pipe, lq_dir, output / "sr", bool(cfg.progress))
 
     # Score, then write the reports.

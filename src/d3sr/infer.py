@@ -157,9 +157,9 @@ def infer(cfg: DictConfig) -> int:
     pipe = D3SRPipeline.from_pretrained(
         cfg.bundle, device=device, dtype=dtype, base_model=cfg.get("base_model"), fuse=cfg.fuse_lora, options=options
     )
-    log.info("Loaded %s on %s (%s); tile_size=%d tile_overlap=%d vae_tiling=%s color_fix=%s", cfg.bundle, device,
-             str(dtype).removeprefix("torch."), options.tile_size, options.tile_overlap, options.vae_tiling,
-             options.color_fix)  # fmt: skip
+    log.info("Loaded %s on %s; tile_size=%d tile_overlap=%d vae_tiling=%s color_fix=%s", cfg.bundle, device,
+             options.tile_size, options.tile_overlap, options.vae_tiling, options.color_fix)  # fmt: skip
+    log.info(options.resolved(device))
 
     failed: list[str] = []
     start = time.perf_counter()

@@ -1,4 +1,5 @@
-"""Validation of option values, done once where a value enters: choices, bounds, dtypes and devices.
+"""Validation of option values, done once where a value enters: choices, bounds, dtypes and devices; and what
+'auto' precision and memory format resolve to on this hardware.
 
 Every check raises `ConfigError` naming the key, so a bad value ends in one clear line however it arrived
 (a Hydra config, a command-line flag or a Python argument).
@@ -6,7 +7,11 @@ Every check raises `ConfigError` naming the key, so a bad value ends in one clea
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -60,11 +65,69 @@ def resolve_device(device: str | torch.device = "auto", key: str = "device") -> 
     return torch.device(name)
 
 
+# CPU feature flags (/proc/cpuinfo) of the units that make bf16 matrix products fast, and of AVX-512.
+BF16_MATRIX_FLAGS = ("amx_bf16", "avx512_bf16")
+AVX512_FLAG = "avx512f"
+
+
+@functools.cache
+def cpu_units(cpuinfo: str | Path = "/proc/cpuinfo") -> frozenset[str]:
+    """Which of the bf16 matrix units (amx_bf16, avx512_bf16) and AVX-512 (avx512f) this CPU has.
+
+    Read from the `flags` line of `cpuinfo` (Linux); where there is no such file, torch's CPU capability tells
+    AVX-512 only (so no bf16 units are assumed).
+    """
+    wanted = {*BF16_MATRIX_FLAGS, AVX512_FLAG}
+    try:
+        text = Path(cpuinfo).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        text = None
+    if text is not None:
+        flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+        return frozenset(wanted.intersection(flags))
+    return frozenset({AVX512_FLAG} if torch.backends.cpu.get_cpu_capability().startswith("AVX512") else ())
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A resolved setting and why (the reason shown when it was 'auto')."""
+
+    value: Any
+    reason: str = ""
+
+
+def auto_precision(device: torch.device, units: frozenset[str] | None = None) -> Choice:
+    """precision 'auto': bf16 on CUDA (fp32 on a GPU without bf16) and on CPUs with bf16 matrix units, else fp32."""
+    if device.type == "cuda":
+        if torch.cuda.is_bf16_supported(including_emulation=False):
+            return Choice(torch.bfloat16, "CUDA")
+        return Choice(torch.float32, "a CUDA device without bf16")
+    units = cpu_units() if units is None else units
+    if present := sorted(units.intersection(BF16_MATRIX_FLAGS)):
+        return Choice(torch.bfloat16, f"bf16 matrix units on this CPU: {', '.join(present)}")
+    return Choice(torch.float32, "no bf16 matrix units on this CPU")
+
+
+def auto_channels_last(device: torch.device, units: frozenset[str] | None = None) -> Choice:
+    """channels_last 'auto': on for CUDA and for CPUs with bf16 matrix units or AVX-512, off elsewhere."""
+    if device.type == "cuda":
+        return Choice(True, "CUDA")
+    units = cpu_units() if units is None else units
+    if present := sorted(units):
+        return Choice(True, f"{', '.join(present)} on this CPU")
+    return Choice(False, "no bf16 or AVX-512 units on this CPU")
+
+
 def resolve_precision(precision: str, device: torch.device, key: str = "precision") -> torch.dtype:
-    """Inference dtype for `precision` ('auto': bf16 on CUDA, fp32 on the CPU) on `device`."""
+    """Inference dtype for `precision` ('auto': see auto_precision) on `device`."""
     if precision == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
+        return auto_precision(device).value
     dtype = parse_dtype(precision, key)
     if dtype == torch.float16 and device.type == "cpu":
         raise ConfigError(f"{key}={precision} needs a CUDA device; use fp32 or bf16 on the CPU")
     return dtype
+
+
+def resolve_channels_last(channels_last: bool | str, device: torch.device) -> bool:
+    """Whether to use the channels-last memory format: `channels_last`, or for 'auto' see auto_channels_last."""
+    return auto_channels_last(device).value if channels_last == "auto" else bool(channels_last)

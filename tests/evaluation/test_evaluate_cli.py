@@ -162,7 +162,10 @@ class BicubicPipeline:
 
 def test_bundle_runs_inference_then_evaluates(run, tmp_path, monkeypatch, capsys):
     # The plumbing (LR folder → pipeline → output/sr → metrics) with a stand-in pipeline.
+    import torch
+
     from d3sr.inference import InferenceOptions
+    from d3sr.options import auto_channels_last
 
     monkeypatch.setattr("d3sr.evaluate.D3SRPipeline", BicubicPipeline)
     _, hr = write_pairs(tmp_path / "set", sigma=0)
@@ -180,7 +183,9 @@ def test_bundle_runs_inference_then_evaluates(run, tmp_path, monkeypatch, capsys
     assert sorted(p.name for p in (out / "sr").iterdir()) == ["astronaut.png", "chelsea.png", "coffee.png"]
     summary = json.loads((out / "summary.json").read_text())
     assert 15 < summary["means"]["psnr"] < 40 and summary["bundle"] == str(tmp_path / "bundle")
-    assert summary["inference"] == {"tile_size": 0, "tile_overlap": 128, "color_fix": "none", "dtype": "float32"}
+    channels_last = auto_channels_last(torch.device("cpu")).value  # inference.channels_last=auto, resolved
+    assert summary["inference"] == {"tile_size": 0, "tile_overlap": 128, "color_fix": "none", "dtype": "float32",
+                                    "channels_last": channels_last}  # fmt: skip
 
     # Inference options are checked once, before anything runs, naming the key (exit status 2).
     BicubicPipeline.loaded_with = None

@@ -126,6 +126,9 @@ def test_one_unreadable_file_is_an_error_with_status_2(trained, tmp_path):
     )  # fmt: skip
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: cannot read") and "Traceback" not in result.stderr
+    # The model was loaded: the command said, in one line, what precision and memory format 'auto' chose.
+    resolved = [line for line in result.stdout.splitlines() if "inference: precision auto -> " in line]
+    assert len(resolved) == 1 and ", channels_last auto -> " in resolved[0], result.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.jpg"]  # nothing written, no Hydra run folder
 
 
@@ -174,6 +177,7 @@ def test_tile_progress_keeps_one_bar_per_stage():
         ("inference.color_fix=hist", "inference.color_fix"),
         ("inference.tile_size=100", "inference.tile_size"),
         ("inference.precision=fp8", "inference.precision"),
+        ("inference.channels_last=maybe", "inference.channels_last"),
         ("inference.device=tpu", "inference.device"),
         ("alpha=black", "alpha"),
     ],

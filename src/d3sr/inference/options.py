@@ -15,7 +15,15 @@ from d3sr.errors import ConfigError
 from d3sr.inference.color_fix import COLOR_FIXES
 from d3sr.inference.tiled_vae import ATTENTIONS
 from d3sr.inference.tiling import VAE_TILINGS, check_tiling
-from d3sr.options import DTYPES, check_choice, resolve_device, resolve_precision
+from d3sr.options import (
+    DTYPES,
+    auto_channels_last,
+    auto_precision,
+    check_choice,
+    resolve_channels_last,
+    resolve_device,
+    resolve_precision,
+)
 
 # The fields that say how the generator's stages are tiled (tiling.run_generator's keyword arguments).
 TILING_KEYS = ("tile_size", "tile_overlap", "tile_batch_size", "vae_tiling", "vae_attention", "vae_offload", "compile",
@@ -34,9 +42,11 @@ class InferenceOptions:
     encoded/decoded on its own, Gaussian blend). vae_attention: 'global' (exact) | 'tile' (within each tile).
     vae_offload: with groupnorm_sync on a GPU, keep the whole activation maps in host memory between layers.
     color_fix: 'adain' | 'wavelet' | 'none', towards the bicubic upsample (StableSR/OSEDiff; see color_fix.py).
-    device: 'auto' | 'cpu' | 'cuda' | 'cuda:N'. precision: 'auto' (bf16 on CUDA, fp32 on the CPU) | fp32 | bf16 | fp16.
+    device: 'auto' | 'cpu' | 'cuda' | 'cuda:N'. precision: 'auto' | fp32 | bf16 | fp16 (CUDA only); 'auto' is bf16 on
+    CUDA and on CPUs with bf16 matrix units (AMX or AVX512-BF16), fp32 elsewhere (d3sr.options.auto_precision).
     compile: torch.compile the UNet and VAE (in place, at the first call that asks; they stay compiled).
-    channels_last: the UNet, the VAE and their inputs in channels-last memory format.
+    channels_last: the UNet, the VAE and their inputs in channels-last memory format: 'auto' | true | false; 'auto'
+    is on for CUDA and for CPUs with bf16 matrix units or AVX-512, off elsewhere (d3sr.options.auto_channels_last).
     """
 
     tile_size: int = 512
@@ -49,7 +59,7 @@ class InferenceOptions:
     device: str = "auto"
     precision: str = "auto"
     compile: bool = False
-    channels_last: bool = False
+    channels_last: bool | str = "auto"
 
     def __post_init__(self) -> None:
         check_tiling(int(self.tile_size), int(self.tile_overlap))
@@ -60,15 +70,19 @@ class InferenceOptions:
         batch = self.tile_batch_size
         if batch != "auto" and (isinstance(batch, bool) or not isinstance(batch, int) or batch < 1):
             raise ConfigError(f"inference.tile_batch_size must be 'auto' or a positive integer, got {batch!r}")
-        for key in ("vae_offload", "compile", "channels_last"):
+        for key in ("vae_offload", "compile"):
             if not isinstance(getattr(self, key), bool):
                 raise ConfigError(f"inference.{key} must be true or false, got {getattr(self, key)!r}")
+        if self.channels_last != "auto" and not isinstance(self.channels_last, bool):
+            raise ConfigError(f"inference.channels_last must be 'auto', true or false, got {self.channels_last!r}")
         object.__setattr__(self, "tile_size", int(self.tile_size))
         object.__setattr__(self, "tile_overlap", int(self.tile_overlap))
 
-    def tiling(self) -> dict:
-        """The keyword arguments of tiling.run_generator these options give."""
-        return {key: getattr(self, key) for key in TILING_KEYS}
+    def tiling(self, device: torch.device) -> dict:
+        """The keyword arguments of tiling.run_generator these options give on `device` ('auto' resolved)."""
+        settings = {key: getattr(self, key) for key in TILING_KEYS}
+        settings["channels_last"] = resolve_channels_last(self.channels_last, device)
+        return settings
 
     @classmethod
     def from_config(cls, node) -> InferenceOptions:
@@ -95,3 +109,23 @@ class InferenceOptions:
 
     def torch_dtype(self) -> torch.dtype:
         return resolve_precision(self.precision, self.torch_device(), "inference.precision")
+
+    def resolved(self, device: torch.device | None = None) -> str:
+        """One line saying what precision and channels_last are on `device` (default: the options' device) and,
+        for 'auto', why: `inference: precision auto -> float32 (no bf16 matrix units on this CPU), ...`."""
+        device = self.torch_device() if device is None else torch.device(device)
+        parts = []
+        for key, value, auto in (("precision", self.precision, auto_precision),
+                                 ("channels_last", self.channels_last, auto_channels_last)):  # fmt: skip
+            if value == "auto":
+                choice = auto(device)
+                shown, reason = choice.value, f" ({choice.reason})"
+            else:
+                shown = resolve_precision(value, device, "inference.precision") if key == "precision" else value
+                reason = ""
+            if isinstance(shown, torch.dtype):
+                shown = str(shown).removeprefix("torch.")
+            elif isinstance(shown, bool):
+                shown = "on" if shown else "off"
+            parts.append(f"{key} {str(value).lower()} -> {shown}{reason}")
+        return f"inference: {', '.join(parts)}"

@@ -64,9 +64,10 @@ class D3SRPipeline:
     ) -> D3SRPipeline:
         """Load an inference bundle folder (d3sr.export) or a training checkpoint (.ckpt).
 
-        device / dtype: default from `options` (device 'auto': CUDA when available; precision 'auto': bf16 on CUDA,
-        float32 on the CPU). base_model: a local folder or hub id replacing the stored SD base (pretrained bases
-        only). fuse: merge the LoRA into the UNet weights (faster; float32 merge before any cast).
+        device / dtype: default from `options` (device 'auto': CUDA when available; precision 'auto': bf16 on CUDA
+        and on CPUs with bf16 matrix units, float32 elsewhere). base_model: a local folder or hub id replacing the
+        stored SD base (pretrained bases only). fuse: merge the LoRA into the UNet weights (faster; float32 merge
+        before any cast).
         changes: InferenceOptions fields, e.g. tile_size=256, color_fix='wavelet'.
         """
         options = (options or InferenceOptions()).replace(**changes)
@@ -108,25 +109,26 @@ class D3SRPipeline:
         changes: InferenceOptions fields for this call (tile_size, tile_overlap, color_fix, ...).
         """
         options = self.options.replace(**changes)
-        self._prepare(options)
+        tiling = options.tiling(self.device)
+        self._prepare(tiling["channels_last"], options.compile)
         lq = lq.to(self.device, torch.float32)
         if not torch.isfinite(lq).all():
             bad = int((~torch.isfinite(lq)).sum())
             raise ValueError(f"the input holds {bad} NaN or infinite value(s); images must be finite, in [0, 1]")
         # The generator's input (bicubic ×4, padded to ×8, [-1, 1]); the stages, tiled; crop; colour fix.
-        sr = run_generator(self.generator, generator_input(lq), **options.tiling(), progress=progress)
+        sr = run_generator(self.generator, generator_input(lq), **tiling, progress=progress)
         up = upsample_lq(lq)
         sr = from_model_range(sr[..., : up.shape[-2], : up.shape[-1]])
         return apply_color_fix(sr, up, options.color_fix)
 
-    def _prepare(self, options: InferenceOptions) -> None:
+    def _prepare(self, channels_last: bool, compile: bool) -> None:
         """channels_last / torch.compile of the UNet and the VAE's encoder and decoder, in place, once asked."""
         models = (self.generator.unet, self.generator.vae.encoder, self.generator.vae.decoder)
-        if options.channels_last and not self._channels_last:
+        if channels_last and not self._channels_last:
             for model in models:
                 model.to(memory_format=torch.channels_last)
             self._channels_last = True
-        if options.compile and not self._compiled:
+        if compile and not self._compiled:
             for model in models:
                 model.compile(dynamic=False)  # tiles of one size (the last batch padded) reuse one graph
             self._compiled = True
