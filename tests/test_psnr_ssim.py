@@ -114,9 +114,8 @@ def test_ssim_y_keeps_its_numbers(photo_pairs):
 def test_psnr_ssim_y_pyiqa_gives_pyiqas_scores(photo_pairs):
     """pyiqa's psnr and ssim built as the evaluation suite builds them; photos with noise, whole 512² and odd crops.
 
-    Measured on an AMD EPYC (AVX2, 2 cores shared with other jobs): equal to the bit (PSNR float32, SSIM float64),
-    and about 10× faster than pyiqa for a 512² pair (0.15 s against 1.6 s with 2 threads, 0.09 s against 1.1 s with
-    one; best of 7).
+    Measured on an AMD EPYC (AVX2, 2 cores): equal to the bit (PSNR float32, SSIM float64), and about 10× faster
+    than pyiqa for a 512² pair (0.08 s against 0.84 s with 2 threads, 0.11 s against 1.2 s with one; best of 7).
     """
     pytest.importorskip("pyiqa")
     from d3sr.evaluation.suite import build_metric

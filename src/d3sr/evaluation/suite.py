@@ -19,6 +19,7 @@ import torch
 from d3sr.errors import ConfigError, D3SRError
 from d3sr.evaluation.weights import maniqa_backbone_offline, no_downloads, require_weights
 from d3sr.options import check_choice, check_positive, resolve_device
+from d3sr.psnr_ssim import psnr_ssim_y_pyiqa
 
 log = logging.getLogger(__name__)
 
@@ -188,8 +189,16 @@ class MetricSuite:
         sr = crop_border_of(sr.float().clamp(0, 1), self.crop_border).to(self.device)
         hr = crop_border_of(hr.float().clamp(0, 1), self.crop_border).to(self.device) if hr is not None else None
         scores = {}
+        if self.color == "y" and hr is not None and {"psnr", "ssim"} & set(self.models):
+            # pyiqa's PSNR-Y/SSIM-Y to the bit (same Y, 8-bit rounding and window), about 10× faster on a CPU.
+            psnr, ssim = psnr_ssim_y_pyiqa(sr, hr)
+            fast = {"psnr": float(psnr[0]), "ssim": float(ssim[0])}
+        else:
+            fast = {}
         for name, model in self.models.items():
-            if METRICS[name].full_reference:
+            if name in fast:
+                scores[name] = fast[name]
+            elif METRICS[name].full_reference:
                 if hr is None:
                     raise ValueError(f"{name} is a full-reference metric: it needs the HR image")
                 scores[name] = float(model(sr, hr).flatten()[0])
