@@ -17,30 +17,19 @@ import skimage.data
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from hydra.utils import instantiate
 from PIL import Image
 
 from d3sr import app
 from d3sr.errors import D3SRError, run_reporting_errors
 from d3sr.inference import D3SRPipeline
-from d3sr.models.saved_generator import checkpoint_record
 
 CONF = Path(__file__).resolve().parents[1] / "src" / "d3sr" / "conf"
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    """A training checkpoint of the demo generator (the shipped tiny pretrained backbone, LoRA at its init)."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=["experiment=demo"])
-    GlobalHydra.instance().clear()
-    generator = instantiate(cfg.model.generator)
-    # What D3SRModule saves: the LoRA tensors and the fixed embedding, not the frozen base.
-    state = {f"generator.{k}": v for k, v in generator.state_dict().items() if ".lora_" in k or k == "prompt_embeds"}
-    path = tmp_path_factory.mktemp("app") / "demo.ckpt"
-    torch.save({"d3sr": checkpoint_record(generator, None, 0), "state_dict": state}, path)
-    return path
+def checkpoint(demo_checkpoint) -> Path:
+    """The session's demo checkpoint (tests/conftest.py): the shipped tiny backbone, LoRA at its init."""
+    return demo_checkpoint
 
 
 @pytest.fixture(scope="module")
