@@ -18,7 +18,7 @@ from d3sr.pretrain_tiny import pretrain
 
 # A handful of steps on small crops: enough to exercise every stage in a few seconds.
 QUICK = ["vae.steps=2", "vae.batch=2", "vae.crop=16", "unet.steps=2", "unet.batch=2", "unet.crop=16",
-         "threads=1", "log_every=1"]  # fmt: skip
+         "data.dead_leaves_pool=2", "data.dead_leaves_size=64", "threads=1", "log_every=1"]  # fmt: skip
 SUBFOLDERS = ("vae", "unet", "unet_sdxl")
 CONF = Path(__file__).resolve().parents[1] / "src" / "d3sr" / "conf"
 
@@ -95,13 +95,17 @@ def test_pretrained_tiny_builds_the_generator_and_discriminator(backbone_folder)
     generator = OneStepGenerator(sd, lora_rank=4, lora_alpha=4).eval()
     with torch.no_grad():
         sr, z_sr = generator(torch.rand(1, 3, 32, 32) * 2 - 1)
-    assert sr.shape == (1, 3, 32, 32) and z_sr.shape == (1, 4, 4, 4)
+    # The demo VAE: ×4 with 12 latent channels (architectures.DEMO_VAE), read from the folder's config.
+    assert generator.vae_factor == sd.vae_factor == 4
+    assert sr.shape == (1, 3, 32, 32) and z_sr.shape == (1, 12, 8, 8)
 
     sdxl = instantiate({**pretrained_tiny("sdxl", with_vae=False, folder=str(backbone_folder)).source})
     assert sdxl.vae is None and set(sdxl.embeds) == {"prompt_embeds", "pooled_prompt_embeds"}
+    assert sdxl.vae_factor == 4  # known without loading the VAE: the SDXL size embedding is in pixels
     discriminator = DiffusionDiscriminator(sdxl, lora_rank=4, lora_alpha=4, head_hidden=16).eval()
+    assert discriminator.vae_factor == 4
     with torch.no_grad():
-        logits = discriminator(torch.randn(2, 4, 8, 8))
+        logits = discriminator(torch.randn(2, 12, 8, 8))
     assert logits.shape == (2, 1, 8 // discriminator.downsampling, 8 // discriminator.downsampling)
 
 
@@ -133,7 +137,7 @@ def test_the_shipped_backbone_loads_and_records_its_held_out_psnr():
 def test_pretrain_levers_more_latent_channels_dead_leaves_and_colour(compose, tmp_path):
     """latent_channels, dead-leaves crops and colour augmentation: the folder builds the demo G and D on N channels."""
     folder = tmp_path / "levers"
-    levers = ["latent_channels=8", "data.dead_leaves_pool=2", "data.dead_leaves_size=64", "vae.dead_leaves=0.5",
+    levers = ["latent_channels=8", "vae.dead_leaves=0.5",
               "unet.dead_leaves=0.5", "vae.color_augment=1.0", "unet.color_augment=1.0",
               "vae.posterior=mode"]  # fmt: skip
     manifest = pretrain(compose([f"output={folder}", *QUICK, *levers], config_name="pretrain_tiny"))
@@ -148,5 +152,5 @@ def test_pretrain_levers_more_latent_channels_dead_leaves_and_colour(compose, tm
                    f"model.discriminator.backbone.folder={folder}"])  # fmt: skip
     g, d = instantiate(cfg.model.generator), instantiate(cfg.model.discriminator)
     sr, z_sr = g(torch.rand(1, 3, 32, 32) * 2 - 1)
-    assert sr.shape == (1, 3, 32, 32) and z_sr.shape == (1, 8, 4, 4)
+    assert sr.shape == (1, 3, 32, 32) and z_sr.shape == (1, 8, 8, 8)
     assert torch.isfinite(d(z_sr)).all()

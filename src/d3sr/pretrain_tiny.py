@@ -61,6 +61,7 @@ from d3sr.psnr_ssim import psnr_y
 log = logging.getLogger("d3sr.pretrain_tiny")
 
 HELD_OUT_TIMESTEPS = (50, 250, 500, 750, 950)  # the t at which the UNets' held-out ε-MSE is measured
+LOWPASS_FACTOR = 8  # vae.lowpass_weight compares 1/8 box downscales, the scale psnr_ssim.color_error reads colour at
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -228,6 +229,7 @@ def train_vae(
 ) -> tuple[AutoencoderKL, dict]:
     """Stage 1: the VAE (`architecture`) trained as an autoencoder; returns it (train mode) and the stage's record."""
     crop = data.check_crop("vae.crop", int(cfg.crop))
+    lowpass_weight = float(cfg.get("lowpass_weight", 0.0))
     through_mode = check_choice("vae.posterior", str(cfg.get("posterior", "sample")), ("sample", "mode")) == "mode"
     torch.manual_seed(seed)
     vae = AutoencoderKL(**architecture).to(device)
@@ -246,15 +248,16 @@ def train_vae(
         # L1 on pixels and on image gradients, and the KL term per latent element.
         l1 = (x_rec - x).abs().mean()
         edge = sum((a - b).abs().mean() for a, b in zip(image_gradients(x_rec), image_gradients(x))) / 2
+        lowpass = (F.avg_pool2d(x_rec, LOWPASS_FACTOR) - F.avg_pool2d(x, LOWPASS_FACTOR)).abs().mean()
         kl = posterior.kl().mean() / posterior.mean[0].numel()
-        loss = l1 + float(cfg.edge_weight) * edge + float(cfg.kl_weight) * kl
+        loss = l1 + float(cfg.edge_weight) * edge + lowpass_weight * lowpass + float(cfg.kl_weight) * kl
         # Update.
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
         optimizer.step()
         schedule.step()
-        losses.add(l1=l1.item(), edge=edge.item(), kl=kl.item())
+        losses.add(l1=l1.item(), edge=edge.item(), lowpass=lowpass.item(), kl=kl.item())
         if (step + 1) % log_every == 0 or step + 1 == int(cfg.steps):
             bar.set_postfix_str(losses.text(), refresh=False)
             log.info("vae step %d/%d: %s lr %.2e", step + 1, cfg.steps, losses.text(), schedule.get_last_lr()[0])

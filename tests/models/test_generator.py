@@ -101,3 +101,17 @@ def test_bad_settings_are_refused():
         OneStepGenerator(tiny("sd"), lora_rank=0)
     with pytest.raises(ValueError, match="VAE"):
         OneStepGenerator(tiny("sd", with_vae=False))
+
+
+def test_vae_factor_is_read_from_the_vae_config_as_diffusers_pipelines_do():
+    """8 for SD's VAE and the random tiny one, 4 for the demo's ×4 VAE; the encoder's own downsamplers agree."""
+    from diffusers import AutoencoderKL
+
+    from d3sr.inference.tiled_vae import encoder_factor
+    from d3sr.models import architectures as arch
+
+    for config, factor in ((arch.VAE_SD, 8), (arch.TINY_VAE, 8), (arch.DEMO_VAE, 4)):
+        assert arch.vae_factor(config) == factor
+        with torch.device("meta"):
+            vae = AutoencoderKL(**config)
+        assert encoder_factor(vae.encoder) == factor

@@ -469,6 +469,11 @@ def _decoder_passes(runner: _Runner, decoder: Decoder, z: Map) -> Map:
     return runner.conv(h, decoder.conv_out, decoder.conv_out.out_channels, norm=decoder.conv_norm_out, silu=True)
 
 
+def encoder_factor(encoder: Encoder) -> int:
+    """Pixels per latent pixel of a diffusers VAE Encoder: 2 per down block with a downsampler (8 for SD's VAEs)."""
+    return 2 ** sum(1 for block in encoder.down_blocks if block.downsamplers)
+
+
 def count_passes(net: Encoder | Decoder, attention: str = "global") -> int:
     """Passes over the grid that the tiled `net` makes (each visits every tile once)."""
     mid = net.mid_block
@@ -511,9 +516,10 @@ def run_tiled(net: Encoder | Decoder, x: torch.Tensor, core: int, batch_size: in
               channels_last: bool = False) -> torch.Tensor:  # fmt: skip
     """net(x) for a diffusers VAE Encoder (x: image (B, 3, H, W)) or Decoder (x: latent (B, C, h, w)), on tiles.
 
-    core: tile core side in latent pixels (the image side is 8× that); batch_size: tiles per forward; attention:
-    'global' | 'tile' (module docstring); offload: keep the whole maps in host memory when the device is not the
-    CPU. Returns net(x) (to rounding with 'global' attention) in the net's dtype, on x's device.
+    core: tile core side in latent pixels (the image side is `encoder_factor` × that: 8 for SD's VAEs); batch_size:
+    tiles per forward; attention: 'global' | 'tile' (module docstring); offload: keep the whole maps in host memory
+    when the device is not the CPU. Returns net(x) (to rounding with 'global' attention) in the net's dtype, on x's
+    device.
     """
     if attention not in ATTENTIONS:
         raise ValueError(f"attention must be one of {ATTENTIONS}, got {attention!r}")
@@ -521,7 +527,8 @@ def run_tiled(net: Encoder | Decoder, x: torch.Tensor, core: int, batch_size: in
     encoder = isinstance(net, Encoder)
     weight = net.conv_in.weight
     device, dtype = weight.device, weight.dtype
-    latent = (x.shape[-2] // 8, x.shape[-1] // 8) if encoder else tuple(x.shape[-2:])
+    factor = encoder_factor(net) if encoder else 1
+    latent = (x.shape[-2] // factor, x.shape[-1] // factor)
     grid = Grid(*latent, core)
     storage = torch.device("cpu") if offload and device.type != "cpu" else device
     total = count_passes(net, attention) * len(grid.tiles)
@@ -529,6 +536,6 @@ def run_tiled(net: Encoder | Decoder, x: torch.Tensor, core: int, batch_size: in
                      channels_last)  # fmt: skip
     if progress is not None:
         progress(0, total)
-    inputs = runner.store(x.to(dtype), 8 if encoder else 1)
+    inputs = runner.store(x.to(dtype), factor)
     out = (_encoder_passes if encoder else _decoder_passes)(runner, net, inputs)
     return runner.image(out).to(x.device)

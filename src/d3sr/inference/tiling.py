@@ -5,14 +5,15 @@ the activations on the device stay those of a batch of tiles however large the i
 latents and the output image grow with it.
 
 - VAE encode and decode, `vae_tiling='groupnorm_sync'` (default): tiled_vae.py. The encoder and decoder run layer
-  by layer over non-overlapping tiles of `tile_size` output pixels (tile_size/8 latent pixels), each layer's tiles
+  by layer over non-overlapping tiles of `tile_size` output pixels (tile_size/f latent pixels for a VAE of
+  f = generator.vae_factor pixels per latent pixel, 8 for SD's), each layer's tiles
   cut again from the whole previous map with the halo that layer reads, and every GroupNorm normalises with the
   statistics of the whole image, accumulated over the tiles' cores (as the tiled VAE of StableSR and OSEDiff does,
   made exact). The mid-block attention attends over the whole latent (`vae_attention='global'`) or within each tile
   ('tile'). Tiled equals untiled to float rounding with global attention (bench/tiling.py: over 100 dB). The whole
   maps sit in host memory between layers when the device is a GPU (`vae_offload`).
-- The UNet, and the VAE with `vae_tiling='blend'`: overlapping tiles of `tile_size` output pixels (tile_size/8
-  latent pixels, overlap tile_overlap/8), outputs blended with Gaussian weights (MultiDiffusion, StableSR, OSEDiff).
+- The UNet, and the VAE with `vae_tiling='blend'`: overlapping tiles of `tile_size` output pixels (tile_size/f
+  latent pixels, overlap tile_overlap/f), outputs blended with Gaussian weights (MultiDiffusion, StableSR, OSEDiff).
   Along each side, tiles start every `tile_size − tile_overlap` pixels and the last tile is placed flush with the
   border. This is not exact: the UNet's GroupNorm and attention layers see one tile, not the image.
 
@@ -171,8 +172,9 @@ class Tiling:
         tiled = self.vae_tiling == "groupnorm_sync" and stage in self.tiled_stages
         return tiled and 0 < self.tile_size < max(height, width)
 
-    def vae_settings(self) -> dict:
-        return {"core": self.tile_size // LATENT_FACTOR, "batch_size": self.batch_size,
+    def vae_settings(self, factor: int) -> dict:
+        """run_tiled's settings for a VAE of `factor` pixels per latent pixel."""
+        return {"core": self.tile_size // factor, "batch_size": self.batch_size,
                 "attention": self.vae_attention, "offload": self.vae_offload, "compile": self.compile,
                 "channels_last": self.channels_last}  # fmt: skip
 
@@ -183,11 +185,12 @@ def _stage_progress(progress: StageProgress | None, stage: str) -> Progress | No
 
 def encode_stage(generator: OneStepGenerator, image: torch.Tensor, tiling: Tiling,
                  progress: StageProgress | None = None) -> torch.Tensor:  # fmt: skip
-    """z_L (B, 4, H/8, W/8) float32 from the image (B, 3, H, W) in [-1, 1]: VAE encode, tiled as `tiling` says."""
+    """z_L (B, C, H/f, W/f) float32 (f = generator.vae_factor) from the image (B, 3, H, W) in [-1, 1]: VAE encode,
+    tiled as `tiling` says."""
     vae, report = generator.vae, _stage_progress(progress, "encode")
     image = image.to(vae.dtype).contiguous(memory_format=tiling.memory_format)
     if tiling.synced("encode", *image.shape[-2:]):
-        moments = run_tiled(vae.encoder, image, progress=report, **tiling.vae_settings())
+        moments = run_tiled(vae.encoder, image, progress=report, **tiling.vae_settings(generator.vae_factor))
         moments = vae.quant_conv(moments) if vae.quant_conv is not None else moments
         return generator.latent_from_posterior(DiagonalGaussianDistribution(moments)).float()
     return tiled(generator.encode, image, *tiling.tiles("encode", 1), tiling.batch_size, report, tiling.compile)
@@ -201,19 +204,18 @@ def denoise_stage(generator: OneStepGenerator, z_lq: torch.Tensor, tiling: Tilin
     def denoise(z: torch.Tensor) -> torch.Tensor:
         return generator.denoise(z.to(dtype).contiguous(memory_format=memory_format))
 
-    return tiled(denoise, z_lq, *tiling.tiles("denoise", LATENT_FACTOR), tiling.batch_size,
+    return tiled(denoise, z_lq, *tiling.tiles("denoise", generator.vae_factor), tiling.batch_size,
                  _stage_progress(progress, "denoise"), tiling.compile)  # fmt: skip
 
 
 def decode_stage(generator: OneStepGenerator, z_sr: torch.Tensor, tiling: Tiling,
                  progress: StageProgress | None = None) -> torch.Tensor:  # fmt: skip
     """SR image (float32, [-1, 1]) from ẑ_H: VAE decode, tiled as `tiling` says."""
-    vae, report = generator.vae, _stage_progress(progress, "decode")
-    if tiling.synced("decode", z_sr.shape[-2] * LATENT_FACTOR, z_sr.shape[-1] * LATENT_FACTOR):
+    vae, report, factor = generator.vae, _stage_progress(progress, "decode"), generator.vae_factor
+    if tiling.synced("decode", z_sr.shape[-2] * factor, z_sr.shape[-1] * factor):
         z = z_sr.to(vae.dtype) / generator.scaling_factor
         z = vae.post_quant_conv(z) if vae.post_quant_conv is not None else z
-        return run_tiled(vae.decoder, z, progress=report, **tiling.vae_settings()).float().clamp(-1, 1)
-    factor = LATENT_FACTOR
+        return run_tiled(vae.decoder, z, progress=report, **tiling.vae_settings(factor)).float().clamp(-1, 1)
     return tiled(generator.decode, z_sr, *tiling.tiles("decode", factor), tiling.batch_size, report, tiling.compile)
 
 

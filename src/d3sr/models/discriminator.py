@@ -34,6 +34,7 @@ class DiffusionDiscriminator(nn.Module):
     """forward(z: clean scaled latents (B, 4, h, w), t=None, eps=None) -> patch logits (B, 1, h/k, w/k).
 
     k = `downsampling`: 4 for SDXL (a 512² crop → 64² latent → 16² logits), 8 for SD 1.5 / 2.1 (→ 8² logits).
+    The SDXL size embedding is the crop's size in pixels: the latent's size × backbone.vae_factor.
     finetune: 'lora' (the paper: frozen pretrained base + LoRA on the down/mid blocks) or 'full' (every weight of the
     down/mid path trains, no LoRA: the randomly initialised "Diffusion-GAN" baseline of Table 4b).
     """
@@ -71,6 +72,7 @@ class DiffusionDiscriminator(nn.Module):
         if gradient_checkpointing:
             self.unet.enable_gradient_checkpointing()
         self.uses_text_time = unet.config.addition_embed_type == "text_time"
+        self.vae_factor = int(backbone.vae_factor)  # pixels per latent pixel, for SDXL's size embedding
         self.register_buffer("alphas_cumprod", backbone.alphas_cumprod.float(), persistent=False)
         self.register_buffer("prompt_embeds", backbone.embeds["prompt_embeds"].float().clone())
         if self.uses_text_time:
@@ -101,7 +103,7 @@ class DiffusionDiscriminator(nn.Module):
         # Time embedding (+ SDXL's pooled-text and size embedding), as in UNet2DConditionModel.forward.
         emb = unet.time_embedding(unet.get_time_embed(sample=z_t, timestep=t).to(dtype))
         if self.uses_text_time:
-            height, width = z_t.shape[-2] * 8, z_t.shape[-1] * 8  # pixel size of the crop: (H, W, 0, 0, H, W)
+            height, width = z_t.shape[-2] * self.vae_factor, z_t.shape[-1] * self.vae_factor  # (H, W, 0, 0, H, W)
             time_ids = torch.tensor([height, width, 0, 0, height, width], device=z_t.device, dtype=dtype)
             added = {"text_embeds": self.pooled_prompt_embeds.expand(batch, -1).to(dtype),
                      "time_ids": time_ids.expand(batch, -1)}  # fmt: skip

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from d3sr.models.architectures import vae_factor
 from d3sr.models.loading import Backbone
 from d3sr.models.lora import LORA_TARGETS, add_lora
 from d3sr.options import check_choice
@@ -25,7 +26,8 @@ def predict_x0(z_t: torch.Tensor, eps: torch.Tensor, alpha_bar: torch.Tensor) ->
 class OneStepGenerator(nn.Module):
     """SD UNet + LoRA that maps a bicubic-upsampled LQ image to an SR image in one UNet call.
 
-    forward(lq: (B, 3, H, W) in [-1, 1], H and W multiples of 8) -> (sr in [-1, 1], z_sr (B, 4, H/8, W/8)).
+    forward(lq: (B, 3, H, W) in [-1, 1], H and W multiples of 8) -> (sr in [-1, 1], z_sr (B, C, H/f, W/f)), with
+    f = vae_factor (8 for SD's VAE, 4 for the demo backbone's) and C the VAE's latent channels.
     posterior: how a latent is read from the VAE encoder's Gaussian posterior, for z_L and for the discriminator's
     real z_H alike: 'mode' (its mean: deterministic, our default) or 'sample' (a draw, as OSEDiff's code does).
     """
@@ -75,6 +77,11 @@ class OneStepGenerator(nn.Module):
         super().train(mode)
         self.vae.eval()
         return self
+
+    @property
+    def vae_factor(self) -> int:
+        """Pixels per latent pixel of the VAE: 8 for SD's, 4 for the demo backbone's."""
+        return vae_factor(self.vae.config)
 
     @property
     def alpha_bar(self) -> torch.Tensor:

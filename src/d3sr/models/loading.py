@@ -28,7 +28,9 @@ class Backbone:
     """A base diffusion model's parts: UNet, optional VAE, ᾱ_t (1000,), fixed embeddings ('prompt_embeds', ...).
 
     source: the Hydra node (`_target_` + arguments) that builds this backbone again; checkpoints and bundles store
-    it so inference rebuilds exactly the base that was trained on (see saved_generator.py).
+    it so inference rebuilds exactly the base that was trained on (see saved_generator.py). vae_factor: pixels per
+    latent pixel of the VAE whose latents the UNet works on (8 for SD's and SDXL's VAEs, 4 for the demo backbone's),
+    known even when the VAE itself is not loaded (a discriminator's SDXL size embedding is in pixels).
     """
 
     unet: UNet2DConditionModel
@@ -36,6 +38,7 @@ class Backbone:
     embeds: dict[str, torch.Tensor]
     vae: AutoencoderKL | None = None
     source: dict = field(default_factory=dict)
+    vae_factor: int = 8
 
 
 def source_node(function, **arguments) -> dict:
@@ -199,4 +202,5 @@ def pretrained_tiny(kind: str = "sd", with_vae: bool = True, folder: str | None 
     embeds = {k[len(prefix) :]: v.float() for k, v in load_file(str(root / "embeds.safetensors")).items()
               if k.startswith(prefix)}  # fmt: skip
     source = source_node(pretrained_tiny, kind=kind, with_vae=with_vae, folder=folder)
-    return Backbone(unet, _alphas_cumprod(scheduler), embeds, vae, source)
+    factor = arch.vae_factor(AutoencoderKL.load_config(root, subfolder="vae"))
+    return Backbone(unet, _alphas_cumprod(scheduler), embeds, vae, source, factor)
