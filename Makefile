@@ -26,7 +26,7 @@ demo: install  ## fine-tune the shipped tiny pretrained backbone with D³SR (CPU
 	@echo "            checkpoint:      $(DEMO_DIR)/train/checkpoints/last.ckpt"
 	@echo "            upscaled photos: $(DEMO_DIR)/sr   held-out scores: $(DEMO_DIR)/held_out.json"
 
-pretrain-tiny: install  ## re-make the shipped tiny backbone (deterministic; ~30 min on 2 CPU cores)
+pretrain-tiny: install  ## re-make the shipped tiny backbone (deterministic; ~56 min on 2 CPU cores)
 	$(BIN)/python -m d3sr.pretrain_tiny output=src/d3sr/assets/tiny_backbone overwrite=true
 
 TEST_WORKERS ?= 2

@@ -21,7 +21,10 @@ from d3sr.psnr_ssim import psnr_y
 from d3sr.train import build_trainer
 
 ITERATIONS = 30
-MARGIN_DB = 0.7  # measured +1.49 dB (24.26 → 25.75) after 30 iterations (cosine-decayed lr 6e-3)
+# Backbone v2 (×4 VAE): the start, one step from the VAE latents, is already near bicubic, so the gain is smaller than
+# on v1 (+1.49 dB there). Measured on 1 thread: PSNR-Y 27.36 → 27.58 dB (+0.21), loss 0.0654 → 0.0469 (0.72×).
+MARGIN_DB = 0.1
+LOSS_RATIO = 0.85
 
 
 @torch.no_grad()
@@ -40,7 +43,7 @@ def held_out_scores(module: D3SRModule, batches: list[dict]) -> tuple[float, flo
 
 @pytest.mark.filterwarnings("ignore")
 def test_short_finetune_raises_held_out_psnr_and_lowers_the_loss(compose, tmp_path):
-    """Measured: PSNR-Y 24.26 → 25.75 dB, loss 0.124 → 0.079 (printed with -s). Threshold: +0.7 dB and a lower loss."""
+    """Measured: PSNR-Y 27.36 → 27.58 dB, loss 0.0654 → 0.0469 (printed with -s). Thresholds: +0.1 dB, loss × 0.85."""
     cfg = compose(["experiment=demo", "degradation=bicubic", f"iterations={ITERATIONS}", "logger=none",
                    "callbacks=none", "++trainer.enable_progress_bar=false", "++trainer.enable_model_summary=false",
                    "++trainer.limit_val_batches=0", f"paths.output_dir={tmp_path}"])  # fmt: skip
@@ -56,4 +59,4 @@ def test_short_finetune_raises_held_out_psnr_and_lowers_the_loss(compose, tmp_pa
     print(f"held-out PSNR-Y {psnr_before:.2f} → {psnr_after:.2f} dB; loss {loss_before:.4f} → {loss_after:.4f}")
     assert module.iteration == ITERATIONS
     assert psnr_after > psnr_before + MARGIN_DB, (psnr_before, psnr_after)
-    assert loss_after < loss_before, (loss_before, loss_after)
+    assert loss_after < LOSS_RATIO * loss_before, (loss_before, loss_after)

@@ -2,12 +2,14 @@
 
 D³SR fine-tunes a pretrained latent diffusion model; the embedded demo does the same at toy scale with a backbone the
 project pretrains here, on the CPU, from the photos shipped with scikit-image. Only `EMBEDDED_TRAIN` is trained on;
-the held-out photos (`EMBEDDED_HELD_OUT`) only measure the result. Levers, off by default (the default run reproduces
-the shipped folder): `latent_channels`, crops from procedural dead-leaves images (`data.dead_leaves_pool`,
-`vae|unet.dead_leaves`) and colour augmentation of photo crops (`vae|unet.color_augment`); `device=cuda` for a quick
-look at a variant (the shipped copy is made on the CPU).
+the held-out photos (`EMBEDDED_HELD_OUT`) only measure the result. The default run reproduces the shipped folder (v2,
+a ×4 12-channel VAE); its levers are options: `latent_channels`, crops from procedural dead-leaves images
+(`data.dead_leaves_pool`, `vae|unet.dead_leaves`), colour augmentation of photo crops (`vae|unet.color_augment`),
+the low-pass term and the posterior (`vae.lowpass_weight`, `vae.posterior`); `device=cuda` for a quick look at a
+variant (the shipped copy is made on the CPU).
   Stage 1, the VAE (architectures.DEMO_VAE) as an autoencoder on random crops with flips and transpositions:
-    L = ‖x̂ − x‖₁ + λ_edge·‖∇x̂ − ∇x‖₁ + λ_KL·KL(q(z|x) ‖ N(0, I)), images in [-1, 1], means per element;
+    L = ‖x̂ − x‖₁ + λ_edge·‖∇x̂ − ∇x‖₁ + λ_low·‖B(x̂) − B(x)‖₁ + λ_KL·KL(q(z|x) ‖ N(0, I)), images in [-1, 1], means
+    per element, B a 1/8 box downscale (regional colour) and x̂ decoded from the posterior mode (or a sample);
     then scaling_factor = 1 / std of the training latents (posterior mode), as Stable Diffusion did.
   Stage 2, the SD-style UNet (DEMO_UNET_SD) and the SDXL-style UNet (DEMO_UNET_SDXL) on the ε-prediction objective
     L = ‖ε − ε_θ(sqrt(ᾱ_t)·z + sqrt(1−ᾱ_t)·ε, t, c)‖² (Ho et al. 2020, eq. 14), t ~ U{0..999}, over the scaled

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 from eval_helpers import write_pairs
@@ -69,12 +66,11 @@ def test_identical_folders(run, tmp_path, with_random_hub):
     assert "| inf |" in (out / "results.md").read_text()
 
 
-def test_missing_pair_is_a_clear_error_with_exit_2(pairs, tmp_path):
+def test_missing_pair_is_a_clear_error_with_exit_2(pairs, tmp_path, run_command):
     sr, hr = pairs
     (sr / "coffee.png").unlink()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "d3sr.evaluate", f"sr={sr}", f"hr={hr}", "metrics=[psnr]", f"output={tmp_path / 'o'}"]
-    result = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env)
+    result = run_command("evaluate", f"sr={sr}", f"hr={hr}", "metrics=[psnr]", f"output={tmp_path / 'o'}",
+                         env={"HF_HUB_OFFLINE": "1"}, cwd=tmp_path)  # fmt: skip
     assert result.returncode == 2, result.stderr
     assert "error: 1 HR image(s)" in result.stderr and "coffee.png" in result.stderr
     assert "Traceback" not in result.stderr

@@ -102,8 +102,8 @@ def completed(number: int, metrics: dict[str, float]) -> dict:
 SEED_JOBS = [
     (["experiment=demo", "loss=paper", "seed=0"], {"val/psnr_y": 24.0, "val/ssim_y": 0.70, "train/g/mse": 0.1}),
     (["seed=1", "experiment=demo", "loss=paper"], {"val/psnr_y": 24.6, "val/ssim_y": 0.74, "train/g/mse": 0.1}),
-    (["experiment=demo", "loss=lpips", "seed=0"], {"val/psnr_y": 23.0, "val/ssim_y": 0.60, "val/color_error": 0.05}),
-    (["loss=lpips", "seed=1", "experiment=demo"], {"val/psnr_y": 23.4, "val/ssim_y": 0.66, "val/color_error": 0.07}),
+    (["experiment=demo", "loss=lpips", "seed=0"], {"val/psnr_y": 23.0, "val/ssim_y": 0.60, "val/lpips": 0.05}),
+    (["loss=lpips", "seed=1", "experiment=demo"], {"val/psnr_y": 23.4, "val/ssim_y": 0.66, "val/lpips": 0.07}),
 ]
 
 
@@ -132,7 +132,7 @@ def test_the_seeds_of_a_configuration_are_one_row_with_mean_and_sample_std(run_c
 
     # The command line prints the configuration table and writes it to sweep_report.md/.csv (unrounded numbers), the
     # job table to sweep_report_jobs.md/.csv. A metric beyond the default ones is a column when asked for.
-    report = run_command("sweep_report", str(tmp_path), "--metrics", "val/psnr_y", "val/color_error")
+    report = run_command("sweep_report", str(tmp_path), "--metrics", "val/psnr_y", "val/lpips")
     assert report.returncode == 0, report.stderr[-2000:]
     assert "| loss=paper | 2 | 0, 1 | 24.3000 ± 0.4243 |  |  |" in report.stdout
     assert "| loss=lpips | 2 | 0, 1 | 23.2000 ± 0.2828 | 0.0600 ± 0.0141 |  |" in report.stdout
@@ -142,7 +142,7 @@ def test_the_seeds_of_a_configuration_are_one_row_with_mean_and_sample_std(run_c
                                                                        ("loss=lpips", "2", "0, 1")]  # fmt: skip
     assert [float(c["val/psnr_y mean"]) for c in configs] == pytest.approx([24.3, 23.2])
     assert [float(c["val/psnr_y std (ddof=1)"]) for c in configs] == pytest.approx([0.6 / 2**0.5, 0.4 / 2**0.5])
-    assert [c["val/color_error n"] for c in configs] == ["0", "2"] and configs[0]["val/color_error mean"] == ""
+    assert [c["val/lpips n"] for c in configs] == ["0", "2"] and configs[0]["val/lpips mean"] == ""
     assert len(list(csv.DictReader((tmp_path / "sweep_report_jobs.csv").open()))) == 4
 
 
@@ -185,7 +185,7 @@ def test_the_per_job_table_has_a_row_per_seed_and_unknown_metrics_are_refused(ru
     write_seed_sweep(tmp_path)
     report = run_command("sweep_report", str(tmp_path), "--per-job", "--metrics", "val/*")
     assert report.returncode == 0, report.stderr[-2000:]
-    assert "| job | overrides | status | val/color_error | val/psnr_y | val/ssim_y | iterations |" in report.stdout
+    assert "| job | overrides | status | val/lpips | val/psnr_y | val/ssim_y | iterations |" in report.stdout
     assert "| 3 | loss=lpips seed=1 | completed | 0.0700 | 23.4000 | 0.6600 | 150 | /x/3.ckpt |" in report.stdout
     rows = list(csv.DictReader((tmp_path / "sweep_report_jobs.csv").open()))
     assert [(r["job"], r["overrides"]) for r in rows] == [
@@ -196,4 +196,4 @@ def test_the_per_job_table_has_a_row_per_seed_and_unknown_metrics_are_refused(ru
     ]
     report = run_command("sweep_report", str(tmp_path), "--metrics", "val/sharpness")
     assert report.returncode == 2 and report.stderr.startswith("error: --metrics val/sharpness: no job")
-    assert "(reported: train/g/mse, val/color_error, val/psnr_y, val/ssim_y)" in report.stderr
+    assert "(reported: train/g/mse, val/lpips, val/psnr_y, val/ssim_y)" in report.stderr

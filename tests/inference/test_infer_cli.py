@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -117,13 +115,11 @@ def test_unreadable_files_are_skipped_with_status_1(trained, tmp_path, compose, 
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["good.png"]
 
 
-def test_one_unreadable_file_is_an_error_with_status_2(trained, tmp_path):
+def test_one_unreadable_file_is_an_error_with_status_2(trained, tmp_path, run_command):
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"garbage")
-    result = subprocess.run(
-        [sys.executable, "-m", "d3sr.infer", f"bundle={trained.bundle}", f"input={bad}", f"output={tmp_path / 'o'}",
-         "inference.device=cpu"], capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    result = run_command("infer", f"bundle={trained.bundle}", f"input={bad}", f"output={tmp_path / 'o'}",
+                         "inference.device=cpu", cwd=tmp_path)  # fmt: skip
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: cannot read") and "Traceback" not in result.stderr
     # The model was loaded: the command said, in one line, what precision and memory format 'auto' chose.

@@ -66,7 +66,9 @@ def test_pixel_discriminator_is_the_70px_patchgan():
 
 @pytest.mark.parametrize("option", ["scratch", "demo_scratch"])
 def test_random_init_latent_discriminator_trains_fully_without_lora(cfg_for, option):
-    cfg = cfg_for(f"model/discriminator={option}", "iterations=1")
+    # demo_scratch takes the demo backbone's latents (12 channels): with the demo generator.
+    generator = ["model/generator=demo"] if option == "demo_scratch" else []
+    cfg = cfg_for(*generator, f"model/discriminator={option}", "iterations=1")
     if option == "scratch":  # the full-size SD 2.1 shape, swapped for the tiny SD preset as test_configs does
         with open_dict(cfg):
             cfg.model.discriminator.backbone = OmegaConf.create(TINY_SD)
@@ -78,7 +80,8 @@ def test_random_init_latent_discriminator_trains_fully_without_lora(cfg_for, opt
 
 
 def test_demo_sd_discriminator_is_the_pretrained_sd_style_unet_with_lora(cfg_for):
-    module, _, moved = fit(cfg_for("model/discriminator=demo_sd", "iterations=1"))
+    # The demo discriminators take the demo backbone's latents (12 channels): with the demo generator.
+    module, _, moved = fit(cfg_for("model/generator=demo", "model/discriminator=demo_sd", "iterations=1"))
     assert not module.discriminator.uses_text_time and module.discriminator.downsampling == 2
     assert moved == generator_lora(module) | discriminator_trainable(module)
     assert all(".lora_" in n for n in moved if n.startswith("discriminator.unet."))

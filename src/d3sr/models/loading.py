@@ -128,17 +128,29 @@ def pretrained(
     return Backbone(unet, _alphas_cumprod(scheduler), embeds, vae, source)
 
 
-def tiny(kind: str = "sd", with_vae: bool = True, seed: int = 0) -> Backbone:
-    """Seeded random tiny model of the same classes: 'sd' (SD 2.1-like) or 'sdxl' (with pooled text + time ids)."""
+def tiny(kind: str = "sd", with_vae: bool = True, seed: int = 0, latent_channels: int | None = None) -> Backbone:
+    """Seeded random tiny model of the same classes: 'sd' (SD 2.1-like) or 'sdxl' (with pooled text + time ids).
+
+    latent_channels: the UNet's input/output channels when not the tiny VAE's 4 (12: the demo backbone's UNets,
+    architectures.DEMO_UNET_*, with random weights; then without a VAE).
+    """
     check_choice("kind", kind, ("sd", "sdxl"))
+    config = dict(arch.TINY_UNET_SDXL if kind == "sdxl" else arch.TINY_UNET_SD)
+    if latent_channels is not None:
+        if with_vae:
+            raise ValueError("tiny(latent_channels=...) builds a UNet for another VAE's latents: use with_vae=False")
+        config.update(in_channels=int(latent_channels), out_channels=int(latent_channels))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        unet = UNet2DConditionModel(**(arch.TINY_UNET_SDXL if kind == "sdxl" else arch.TINY_UNET_SD))
+        unet = UNet2DConditionModel(**config)
         vae = AutoencoderKL(**arch.TINY_VAE) if with_vae else None
     tokens, dim, pooled = arch.TINY_TEXT_SHAPES[kind]
     embeds = random_prompt_embeds(tokens, dim, pooled, seed)
     alphas_cumprod = _alphas_cumprod(DDPMScheduler(**arch.SCHEDULER))
-    return Backbone(unet, alphas_cumprod, embeds, vae, source_node(tiny, kind=kind, seed=seed))
+    arguments = {"kind": kind, "seed": seed}
+    if latent_channels is not None:
+        arguments |= {"with_vae": False, "latent_channels": latent_channels}
+    return Backbone(unet, alphas_cumprod, embeds, vae, source_node(tiny, **arguments))
 
 
 def random_weights(name: str, seed: int = 0) -> Backbone:
@@ -191,7 +203,7 @@ def pretrained_tiny(kind: str = "sd", with_vae: bool = True, folder: str | None 
     if missing:
         raise D3SRError(
             f"The demo backbone folder {root} is missing or incomplete (no {', '.join(missing)}).\n"
-            f"Fix: make it with `python -m d3sr.pretrain_tiny output={root}` (about half an hour on 2 CPU cores)."
+            f"Fix: make it with `python -m d3sr.pretrain_tiny output={root}` (about an hour on 2 CPU cores)."
         )
     # The weights are stored in float16 to keep the package small; the demo computes in float32.
     unet = UNet2DConditionModel.from_pretrained(root, subfolder="unet_sdxl" if kind == "sdxl" else "unet",
