@@ -3,8 +3,8 @@
     python bench/demo_crops.py [--checkpoint outputs/demo/train/checkpoints/last.ckpt] [--output docs/demo_crops.png]
 
 A picture to check by eye that the demo's SR looks like the photos (untiled, the shipped colour fix). Photos of both
-held-out sets (d3sr.images.EMBEDDED_HELD_OUT and the colourful EXTRA_HELD_OUT, which no training stage sees); each
-crop is centred unless `NAME@TOP,LEFT` gives its top-left corner in HR pixels.
+held-out sets (d3sr.images.EMBEDDED_HELD_OUT and the colourful EXTRA_HELD_OUT, which no training stage sees), centre
+crops.
 """
 
 from __future__ import annotations
@@ -23,28 +23,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default="outputs/demo/train/checkpoints/last.ckpt")
     parser.add_argument("--output", type=Path, default=Path("docs/demo_crops.png"))
-    parser.add_argument(
-        "--photos",
-        nargs="+",
-        default=["chelsea", "kodak_hats", "eiffel_tower"],
-        help="held-out photo names, each optionally NAME@TOP,LEFT",
-    )
+    parser.add_argument("--photos", nargs="+", default=["chelsea", "kodak_hats", "eiffel_tower"])
     parser.add_argument("--crop", type=int, default=160, help="crop side in HR pixels (shown 2× larger)")
     args = parser.parse_args()
 
     options = InferenceOptions.defaults_from_file().replace(device="cpu", precision="fp32", tile_size=0)
     pipe = D3SRPipeline.from_pretrained(args.checkpoint, options=options)
     rows = []
-    for spec in args.photos:
-        name, _, corner = spec.partition("@")
+    for name in args.photos:
         hr = held_out_photo(name)
         hr = hr[:, : hr.shape[1] // 8 * 8, : hr.shape[2] // 8 * 8]
         lq = downscale(hr[None])
         bicubic, sr = upsample_lq(lq)[0], pipe(lq[0])
-        if corner:
-            top, left = (int(v) for v in corner.split(","))
-        else:
-            top, left = (hr.shape[-2] - args.crop) // 2, (hr.shape[-1] - args.crop) // 2
+        top, left = (hr.shape[-2] - args.crop) // 2, (hr.shape[-1] - args.crop) // 2
         crops = [image[:, top : top + args.crop, left : left + args.crop] for image in (bicubic, sr, hr)]
         rows.append(torch.cat(crops, -1))
     grid = Image.fromarray(to_uint8(torch.cat(rows, -2)))
