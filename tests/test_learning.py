@@ -20,10 +20,11 @@ from d3sr.models import D3SRModule
 from d3sr.psnr_ssim import psnr_y
 from d3sr.train import build_trainer
 
-ITERATIONS = 30
-# Backbone v2 (×4 VAE): the start, one step from the VAE latents, is already near bicubic, so the gain is smaller than
-# on v1 (+1.49 dB there). Measured on 1 thread: PSNR-Y 27.36 → 27.58 dB (+0.21), loss 0.0654 → 0.0469 (0.72×).
-MARGIN_DB = 0.1
+ITERATIONS = 10
+# Backbone v3 (the linear-codec VAE): the start, one step from the VAE latents, is 1.5 dB under bicubic and 10
+# iterations win back a good part of it. Measured on 1 thread: PSNR-Y 26.69 → 27.29 dB (+0.60), loss 0.0787 → 0.0569
+# (0.72×); 20 iterations: 27.38 dB, 0.61×.
+MARGIN_DB = 0.3
 LOSS_RATIO = 0.85
 
 
@@ -43,7 +44,7 @@ def held_out_scores(module: D3SRModule, batches: list[dict]) -> tuple[float, flo
 
 @pytest.mark.filterwarnings("ignore")
 def test_short_finetune_raises_held_out_psnr_and_lowers_the_loss(compose, tmp_path):
-    """Measured: PSNR-Y 27.36 → 27.58 dB, loss 0.0654 → 0.0469 (printed with -s). Thresholds: +0.1 dB, loss × 0.85."""
+    """Measured: PSNR-Y 26.69 → 27.29 dB, loss 0.0787 → 0.0569 (printed with -s). Thresholds: +0.3 dB, loss × 0.85."""
     cfg = compose(["experiment=demo", "degradation=bicubic", f"iterations={ITERATIONS}", "logger=none",
                    "callbacks=none", "++trainer.enable_progress_bar=false", "++trainer.enable_model_summary=false",
                    "++trainer.limit_val_batches=0", f"paths.output_dir={tmp_path}"])  # fmt: skip

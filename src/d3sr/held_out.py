@@ -8,7 +8,8 @@ Two photo sets, each its own table with its own mean: `embedded` (chelsea, coffe
 picks. The default is `embedded`: the extra set (five photos up to 512², about 1.0 MP against the embedded 0.64 MP)
 adds minutes, not seconds, on 2 CPU cores with the tiny demo model (measured beside a training run: 167 s for both
 LQs; the embedded set 108 s).
-`--json FILE` also writes the numbers. `make demo` ends with it. See d3sr.evaluation.held_out_scores for the protocol.
+`--photos NAME ...` scores only those photos. `--json FILE` also writes the numbers. `make demo` ends with it. See
+d3sr.evaluation.held_out_scores for the protocol.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import torch
 
 from d3sr.atomic_files import write_atomically
 from d3sr.data.degradation import RealESRGANDegradation, degrade_image, image_rng
-from d3sr.errors import run_reporting_errors
+from d3sr.errors import D3SRError, run_reporting_errors
 from d3sr.evaluation.held_out_scores import held_out_rows, held_out_table, missed_bounds, versus_bicubic
 from d3sr.images import EMBEDDED_HELD_OUT, EXTRA_HELD_OUT
 from d3sr.inference import D3SRPipeline, InferenceOptions
@@ -57,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="which LQ to score from (default: both)")  # fmt: skip
     parser.add_argument("--set", dest="photo_set", choices=[*PHOTO_SETS, "all"], default="embedded",
                         help="which held-out photos: embedded, extra, all (default: embedded)")  # fmt: skip
+    parser.add_argument("--photos", nargs="+", metavar="NAME", choices=[*EMBEDDED_HELD_OUT, *EXTRA_HELD_OUT],
+                        help="score only these photos of the chosen set(s) (default: all of them)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="seed of the Real-ESRGAN LQ (default 0)")
     defaults = InferenceOptions.defaults_from_file()
     parser.add_argument("--tile-size", type=int, default=defaults.tile_size, help="inference.tile_size (0: untiled)")
@@ -68,11 +71,16 @@ def main(argv: list[str] | None = None) -> int:
     def run() -> None:
         options = defaults.replace(tile_size=args.tile_size, tile_overlap=args.tile_overlap,
                                    color_fix=args.color_fix, device=args.device, precision="fp32")  # fmt: skip
-        pipe = D3SRPipeline.from_pretrained(args.model, options=options)
         sets = list(PHOTO_SETS) if args.photo_set == "all" else [args.photo_set]
+        chosen = {photo_set: [n for n in PHOTO_SETS[photo_set][1] if not args.photos or n in args.photos]
+                  for photo_set in sets}  # fmt: skip
+        if not any(chosen.values()):
+            raise D3SRError(f"--photos {' '.join(args.photos)}: none of them is in --set {args.photo_set}")
+        sets = [photo_set for photo_set in sets if chosen[photo_set]]
+        pipe = D3SRPipeline.from_pretrained(args.model, options=options)
         tables = {photo_set: {} for photo_set in sets}
         for photo_set in sets:
-            title, names = PHOTO_SETS[photo_set]
+            title, names = PHOTO_SETS[photo_set][0], chosen[photo_set]
             for kind in args.lq:
                 degrade = realesrgan_lq(args.seed) if kind == "realesrgan" else None
                 rows = held_out_rows(pipe, names, degrade=degrade)

@@ -2,15 +2,20 @@
 
 D³SR fine-tunes a pretrained latent diffusion model; the embedded demo does the same at toy scale with a backbone the
 project pretrains here, on the CPU, from the photos shipped with scikit-image. Only `EMBEDDED_TRAIN` is trained on;
-the held-out photos (`EMBEDDED_HELD_OUT`) only measure the result. The default run reproduces the shipped folder (v2,
-a ×4 12-channel VAE); its levers are options: `latent_channels`, crops from procedural dead-leaves images
-(`data.dead_leaves_pool`, `vae|unet.dead_leaves`), colour augmentation of photo crops (`vae|unet.color_augment`),
-the low-pass term and the posterior (`vae.lowpass_weight`, `vae.posterior`); `device=cuda` for a quick look at a
+the held-out photos (`EMBEDDED_HELD_OUT`) only measure the result. The default run reproduces the shipped folder (v3,
+a ×4 12-channel VAE holding a linear patch codec); its levers are options: `vae.method`, `latent_channels`, crops
+from procedural dead-leaves images (`data.dead_leaves_pool`, `vae|unet.dead_leaves`), colour augmentation of photo
+crops (`vae|unet.color_augment`), the low-pass term (`vae.lowpass_weight`); `device=cuda` for a quick look at a
 variant (the shipped copy is made on the CPU).
-  Stage 1, the VAE (architectures.DEMO_VAE) as an autoencoder on random crops with flips and transpositions:
-    L = ‖x̂ − x‖₁ + λ_edge·‖∇x̂ − ∇x‖₁ + λ_low·‖B(x̂) − B(x)‖₁ + λ_KL·KL(q(z|x) ‖ N(0, I)), images in [-1, 1], means
-    per element, B a 1/8 box downscale (regional colour) and x̂ decoded from the posterior mode (or a sample);
-    then scaling_factor = 1 / std of the training latents (posterior mode), as Stable Diffusion did.
+  Stage 1, the VAE (architectures.DEMO_VAE), on random crops with flips and transpositions, images in [-1, 1]:
+    vae.method=linear (default): a linear 4×4-patch codec (d3sr.models.linear_vae), its encoder initialised as the
+    leading principal axes of training patches, fitted jointly with its decoder on
+    L = ‖x̂ − x‖² + λ_low·‖B(x̂) − B(x)‖₁ (B a 1/8 box downscale: regional colour), then written into the
+    AutoencoderKL (zero residual branches, paired channels through each GroupNorm).
+    vae.method=trained (v2): the AutoencoderKL trained end to end as an autoencoder,
+    L = ‖x̂ − x‖₁ + λ_edge·‖∇x̂ − ∇x‖₁ + λ_low·‖B(x̂) − B(x)‖₁ + λ_KL·KL(q(z|x) ‖ N(0, I)), means per element, x̂
+    decoded from the posterior mode (or a sample).
+    Either way, scaling_factor = 1 / std of the training latents (posterior mode), as Stable Diffusion did.
   Stage 2, the SD-style UNet (DEMO_UNET_SD) and the SDXL-style UNet (DEMO_UNET_SDXL) on the ε-prediction objective
     L = ‖ε − ε_θ(sqrt(ᾱ_t)·z + sqrt(1−ᾱ_t)·ε, t, c)‖² (Ho et al. 2020, eq. 14), t ~ U{0..999}, over the scaled
     latents z of the frozen VAE, with fixed seeded random embeddings c standing in for the empty prompt
@@ -56,6 +61,7 @@ from d3sr.images import (
     upsample_lq,
 )
 from d3sr.models import architectures as arch
+from d3sr.models.linear_vae import PATCH, LinearCodec, embed
 from d3sr.models.text_embeds import random_prompt_embeds
 from d3sr.options import check_choice, check_positive
 from d3sr.psnr_ssim import psnr_y
@@ -271,6 +277,50 @@ def train_vae(
     return vae, record
 
 
+def fit_linear_vae(
+    cfg: DictConfig, data: PhotoCrops, seed: int, log_every: int, architecture: dict, device: torch.device
+) -> tuple[AutoencoderKL, dict]:
+    """Stage 1 as a linear codec (vae.method=linear, d3sr.models.linear_vae): the encoder starts as a PCA of 4×4
+    training patches, then encoder and decoder are fitted jointly on L = ‖x̂ − x‖² + λ_low·‖B(x̂) − B(x)‖₁; the codec
+    is written into an AutoencoderKL of `architecture`. Returns the VAE and the stage's record."""
+    crop = data.check_crop("vae.crop", int(cfg.crop))
+    lowpass_weight = float(cfg.get("lowpass_weight", 0.0))
+    torch.manual_seed(seed)
+    codec = LinearCodec(architecture, int(cfg.features)).to(device)
+    data_rng = torch.Generator().manual_seed(seed)
+    batches = [to_model_range(data.sample_for(cfg, crop, data_rng)) for _ in range(int(cfg.pca_batches))]
+    patches = torch.cat([F.unfold(x, PATCH, stride=PATCH).transpose(1, 2).flatten(0, 1) for x in batches])
+    codec.init_from_patches(patches)
+    optimizer = torch.optim.Adam(codec.parameters(), lr=float(cfg.lr))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(int(cfg.steps), int(cfg.warmup_steps)))
+    losses = RunningLosses(log_every)
+    start = time.perf_counter()
+    bar = progress(int(cfg.steps), "stage 1/2 vae (linear codec)")
+    for step in bar:
+        x = to_model_range(data.sample_for(cfg, crop, data_rng)).to(device)
+        x_rec = codec(x)
+        mse = (x_rec - x).pow(2).mean()
+        lowpass = (F.avg_pool2d(x_rec, LOWPASS_FACTOR) - F.avg_pool2d(x, LOWPASS_FACTOR)).abs().mean()
+        loss = mse + lowpass_weight * lowpass
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        losses.add(mse=mse.item(), lowpass=lowpass.item())
+        if (step + 1) % log_every == 0 or step + 1 == int(cfg.steps):
+            bar.set_postfix_str(losses.text(), refresh=False)
+            log.info("vae step %d/%d: %s lr %.2e", step + 1, cfg.steps, losses.text(), schedule.get_last_lr()[0])
+    codec = codec.cpu()
+    codec.balance(to_model_range(data.sample_for(cfg, crop, data_rng)))
+    vae = embed(codec, AutoencoderKL(**architecture))
+    record = {
+        **OmegaConf.to_container(cfg),
+        "wall_s": round(time.perf_counter() - start, 1),
+        "final_losses": losses.means(),
+    }
+    return vae.to(device), record
+
+
 @torch.no_grad()
 def latent_std(vae: AutoencoderKL, data: PhotoCrops, crops: int, crop: int, seed: int) -> float:
     """Standard deviation of the unscaled latents (posterior mode) of `crops` fixed training crops."""
@@ -453,7 +503,16 @@ def pretrain(cfg: DictConfig) -> dict:
     """
     output = Path(str(cfg.output)).expanduser().resolve()
     check_output_folder(output, bool(cfg.overwrite))
-    for key in ("vae.steps", "vae.batch", "unet.steps", "unet.batch", "threads", "log_every"):
+    for key in (
+        "vae.steps",
+        "vae.batch",
+        "vae.features",
+        "vae.pca_batches",
+        "unet.steps",
+        "unet.batch",
+        "threads",
+        "log_every",
+    ):
         check_positive(key, OmegaConf.select(cfg, key))
     threads = torch.get_num_threads()
     torch.set_num_threads(int(cfg.threads))
@@ -476,7 +535,9 @@ def pretrain_into(cfg: DictConfig, output: Path) -> dict:
 
     # Stage 1: the autoencoder, then its weights as shipped (float16) and its latent scale.
     device = torch.device(str(cfg.device))
-    vae, vae_record = train_vae(cfg.vae, data, seed, log_every, architectures["vae"], device)
+    method = check_choice("vae.method", str(cfg.vae.method), ("linear", "trained"))
+    stage = fit_linear_vae if method == "linear" else train_vae
+    vae, vae_record = stage(cfg.vae, data, seed, log_every, architectures["vae"], device)
     vae = round_to_float16(vae).eval().requires_grad_(False)
     std = latent_std(vae, data, crops=64, crop=int(cfg.unet.crop), seed=seed + 2)
     vae.register_to_config(scaling_factor=round(1.0 / std, 5))

@@ -1,8 +1,9 @@
 """The synchronised tiled VAE (tiled_vae.py): whole-image GroupNorm, and tiled encoder/decoder equal to untiled.
 
 Measured on the pretrained tiny backbone (src/d3sr/assets/tiny_backbone), astronaut ×4-downscaled to 32², 128² output,
-tiles of 64 output pixels (2×2 cores), float32, against the untiled stage: VAE encode 142 dB, VAE decode 144 dB
-(float rounding). bench/tiling.py prints the same per stage (256²/512², full-size SD VAE too).
+tiles of 64 output pixels (2×2 cores), float32, against the untiled stage: VAE encode 111 dB, VAE decode 117 dB
+(float rounding; the v2 VAE: 142 / 144 dB, smaller activations than the linear codec's paired channels).
+bench/tiling.py prints the same per stage (256²/512², full-size SD VAE too).
 """
 
 from __future__ import annotations
@@ -90,9 +91,12 @@ def test_tiled_vae_stages_of_the_pretrained_backbone_equal_untiled(pretrained):
     whole = run_generator(pretrained, image)
     for stage in ("encode", "decode"):
         tiled = run_generator(pretrained, image, 64, 32, tiled_stages=(stage,))
-        assert psnr(tiled, whole) > 100, stage  # measured 142 dB (encode), 144 dB (decode)
+        assert psnr(tiled, whole) > 100, stage  # measured 111 dB (encode), 117 dB (decode)
+    # The shipped VAE holds a linear codec whose GroupNorms read no image statistics (models/linear_vae.py), so even a
+    # blend of separately decoded tiles comes close (measured 86 dB; the v2 VAE, trained end to end: 27 dB). The
+    # random-weight model of test_tiling.py shows what the blend costs a VAE that does read them.
     blended = run_generator(pretrained, image, 64, 32, tiled_stages=("decode",), vae_tiling="blend")
-    assert psnr(blended, whole) < 60  # the blend of separately decoded tiles is not exact (measured 27 dB)
+    assert 60 < psnr(blended, whole) < 100
 
 
 def test_unsupported_decoders_are_refused_with_the_way_out():

@@ -143,7 +143,7 @@ DEMO_VAE = {
     "up_block_types": ["UpDecoderBlock2D"] * 3,
     "latent_channels": DEMO_LATENT_CHANNELS,
     "block_out_channels": [32, 32, 64],
-    "norm_num_groups": 16,
+    "norm_num_groups": 8,  # GroupNorm groups of 4 and 8 channels: the linear codec's channel pairs (linear_vae)
     "sample_size": 128,
     "scaling_factor": 1.0,  # replaced by 1 / std of the training latents after pretraining, as Stable Diffusion did
 }
