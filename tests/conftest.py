@@ -25,6 +25,30 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+# The longest tests of the fast suite (`make test`'s --durations), started first: xdist hands the first tests out to
+# its two workers in turn, so the long ones run side by side instead of one of them being left for the end.
+LONGEST_FIRST = (
+    "tests/test_learning.py::",
+    "tests/test_train.py::test_multirun_sweeps_the_loss_weights",
+    "tests/test_ddp.py::",
+    "tests/test_notebook.py::test_inspect_checkpoint_notebook_runs",
+    "tests/evaluation/test_optuna_sweep.py::test_two_trials",
+    "tests/test_wheel.py::",
+    "tests/evaluation/test_sweeps.py::test_table4b_multirun",
+    "tests/test_fault_tolerance.py::test_sigterm_ends_the_cli",
+    "tests/evaluation/test_held_out.py::test_held_out_tables",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Move the LONGEST_FIRST tests to the front, in that order; the rest keep theirs."""
+
+    def rank(item) -> int:
+        return next((i for i, prefix in enumerate(LONGEST_FIRST) if item.nodeid.startswith(prefix)), len(LONGEST_FIRST))
+
+    items.sort(key=rank)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _private_torch_home(tmp_path_factory):
     """An empty TORCH_HOME for the whole session (tests that need hub files write them there)."""
