@@ -13,13 +13,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_devices_2_without_trainer_ddp_keeps_ranks_identical(tmp_path):
-    # Two gloo processes on the CPU, the default trainer (Lightning picks plain DDP), three iterations.
+    # Two gloo processes on the CPU, the default trainer (Lightning picks plain DDP), two iterations, no validation.
     environ = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore",
                "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])}  # fmt: skip
     weights = tmp_path / "weights"
     result = subprocess.run(
         [sys.executable, "-m", "d3sr.train", "experiment=demo", "degradation=bicubic", "trainer.accelerator=cpu",
-         "trainer.devices=2", "iterations=3", "data.crop_size=64", "data.batch_size=1", "callbacks.image_logger=null",
+         "trainer.devices=2", "iterations=2", "data.crop_size=64", "data.batch_size=1", "callbacks.image_logger=null",
+         "++trainer.limit_val_batches=0", "logger=none",
          "+callbacks.rank_weights._target_=ddp_helpers.RankWeights", f"+callbacks.rank_weights.folder={weights}",
          f"hydra.run.dir={tmp_path / 'run'}"],
         cwd=tmp_path, env=environ, capture_output=True, text=True, timeout=600,
