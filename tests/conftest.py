@@ -44,7 +44,8 @@ def pytest_collection_modifyitems(config, items):
     """Move the LONGEST_FIRST tests to the front, in that order; the rest keep theirs."""
 
     def rank(item) -> int:
-        return next((i for i, prefix in enumerate(LONGEST_FIRST) if item.nodeid.startswith(prefix)), len(LONGEST_FIRST))
+        ranks = (i for i, prefix in enumerate(LONGEST_FIRST) if item.nodeid.startswith(prefix))
+        return next(ranks, len(LONGEST_FIRST))
 
     items.sort(key=rank)
 

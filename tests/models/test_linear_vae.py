@@ -7,7 +7,7 @@ import torch
 from diffusers import AutoencoderKL
 
 from d3sr.models import architectures as arch
-from d3sr.models.linear_vae import LinearCodec, check_embeddable, embed
+from d3sr.models.linear_vae import LinearCodec, check_embeddable, embed, needs_float32
 
 
 def random_codec(seed: int = 0) -> LinearCodec:
@@ -71,3 +71,21 @@ def test_an_architecture_that_cannot_hold_it_is_refused_by_key():
         check_embeddable(arch.VAE_SD, features=16)
     with pytest.raises(ValueError, match="features=6 must be a multiple of 4"):
         LinearCodec({**arch.DEMO_VAE, "norm_num_groups": 4}, features=6)
+
+
+@torch.no_grad()
+def test_the_generator_keeps_the_codec_in_float32_under_bf16_autocast():
+    """bf16 autocast (trainer.precision=bf16-mixed) would run the VAE's convolutions in bf16, where A + f loses f."""
+    from d3sr.models.generator import OneStepGenerator
+    from d3sr.models.loading import pretrained_tiny
+
+    generator = OneStepGenerator(pretrained_tiny("sd"), timestep=199).eval()
+    assert generator.vae_float32 and needs_float32(generator.vae)
+    image = torch.rand(1, 3, 32, 32) * 2 - 1
+    reference = generator.encode(image)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        z = generator.encode(image)
+        decoded = generator.decode(reference)
+    assert z.dtype == torch.float32 and torch.equal(z, reference)
+    assert torch.equal(decoded, generator.decode(reference))
+    assert not needs_float32(AutoencoderKL(**arch.DEMO_VAE))  # a VAE that is not the codec

@@ -79,15 +79,17 @@ class D3SRPipeline:
         return cls(generator, options, info).to(device, dtype)
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | str | None = None) -> D3SRPipeline:
-        """Move to `device`; cast the UNet and VAE to `dtype` (ᾱ_t and the x0 formula stay float32)."""
+        """Move to `device`; cast the UNet and VAE to `dtype` (ᾱ_t and the x0 formula stay float32, and so does the
+        demo's linear-codec VAE: `generator.vae_float32`)."""
         if device is not None:
             self.generator.to(device)
         if dtype is not None:
             dtype = parse_dtype(dtype)
             # nn.Module.to: diffusers' own `to` warns about keeping fp32 modules, which these models do not have.
-            for model in (self.generator.unet, self.generator.vae):
-                if model.dtype != dtype:
-                    torch.nn.Module.to(model, dtype)
+            vae_dtype = torch.float32 if self.generator.vae_float32 else dtype
+            for model, wanted in ((self.generator.unet, dtype), (self.generator.vae, vae_dtype)):
+                if model.dtype != wanted:
+                    torch.nn.Module.to(model, wanted)
         return self
 
     @property

@@ -7,10 +7,13 @@ Images are in [-1, 1] (the VAE's range); latents are scaled by the VAE's scaling
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 
 from d3sr.models.architectures import vae_factor
+from d3sr.models.linear_vae import needs_float32
 from d3sr.models.loading import Backbone
 from d3sr.models.lora import LORA_TARGETS, add_lora
 from d3sr.options import check_choice
@@ -57,6 +60,8 @@ class OneStepGenerator(nn.Module):
 
         # The VAE is frozen; only the UNet's LoRA (and optionally the embedding) trains.
         self.vae = backbone.vae.eval().requires_grad_(False)
+        # The demo's linear-codec VAE computes in float32 whatever the precision (bf16 cannot hold its channel pairs).
+        self.vae_float32 = needs_float32(self.vae)
         self.unet = add_lora(backbone.unet, lora_rank, lora_alpha, self.lora_targets)
         if gradient_checkpointing:
             self.unet.enable_gradient_checkpointing()
@@ -90,7 +95,14 @@ class OneStepGenerator(nn.Module):
 
     def encode(self, image: torch.Tensor) -> torch.Tensor:
         """Scaled VAE latent of an image in [-1, 1]: the posterior's mode (default) or a sample of it."""
-        return self.latent_from_posterior(self.vae.encode(image.to(self.vae.dtype)).latent_dist)
+        with self.vae_precision():
+            return self.latent_from_posterior(self.vae.encode(image.to(self.vae.dtype)).latent_dist)
+
+    def vae_precision(self) -> contextlib.AbstractContextManager:
+        """Autocast off around the VAE when it must compute in float32 (`vae_float32`), else nothing."""
+        if self.vae_float32:
+            return torch.autocast(self.vae.device.type, enabled=False)
+        return contextlib.nullcontext()
 
     def latent_from_posterior(self, posterior) -> torch.Tensor:
         """Scaled latent read from the VAE encoder's posterior (a DiagonalGaussianDistribution) as `posterior` says."""
@@ -98,14 +110,15 @@ class OneStepGenerator(nn.Module):
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Image in [-1, 1] (clamped) from a scaled latent."""
-        return self.vae.decode(z.to(self.vae.dtype) / self.scaling_factor).sample.clamp(-1, 1)
+        with self.vae_precision():
+            return self.vae.decode(z.to(self.vae.dtype) / self.scaling_factor).sample.clamp(-1, 1)
 
     def denoise(self, z_lq: torch.Tensor) -> torch.Tensor:
         """ẑ_H from z_L with one UNet call at T_L."""
         batch = z_lq.shape[0]
         t = torch.full((batch,), self.timestep, device=z_lq.device, dtype=torch.long)
-        context = self.prompt_embeds.expand(batch, -1, -1).to(z_lq.dtype)
-        eps = self.unet(z_lq, t, encoder_hidden_states=context).sample
+        context = self.prompt_embeds.expand(batch, -1, -1).to(self.unet.dtype)
+        eps = self.unet(z_lq.to(self.unet.dtype), t, encoder_hidden_states=context).sample
         return predict_x0(z_lq.float(), eps.float(), self.alpha_bar)
 
     def forward(self, lq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -119,6 +119,15 @@ class LinearCodec(nn.Module):
         self.conv_out.weight.div_(scale[None, :, None, None])
 
 
+def needs_float32(vae: nn.Module) -> bool:
+    """Whether `vae` holds the codec, whose channel pairs need float32: in bfloat16, A + f keeps 3 significant digits
+    of A and nothing of f (the pipeline and the generator then keep the VAE in float32)."""
+    norm = getattr(getattr(vae, "encoder", None), "conv_norm_out", None)
+    if not isinstance(norm, nn.GroupNorm) or norm.weight is None or norm.weight.is_meta:
+        return False
+    return bool((norm.weight.detach().abs() >= PAIR_OFFSET).any())
+
+
 def _pair(index: int, per_group: int) -> tuple[int, int, float]:
     """Channels (a, b) carrying feature `index` as (s·A + f, s·A − f), and the sign s (alternating within a group so
     that each group of `per_group` channels has mean 0)."""
