@@ -197,3 +197,22 @@ def test_the_per_job_table_has_a_row_per_seed_and_unknown_metrics_are_refused(ru
     report = run_command("sweep_report", str(tmp_path), "--metrics", "val/sharpness")
     assert report.returncode == 2 and report.stderr.startswith("error: --metrics val/sharpness: no job")
     assert "(reported: train/g/mse, val/lpips, val/psnr_y, val/ssim_y)" in report.stderr
+
+
+def test_paired_seed_differences_remove_the_shared_seed_spread(tmp_path, monkeypatch, capsys):
+    """bench/paired_seeds.py: B is 0.1 dB above A on every seed while the seeds themselves move both by 2 dB."""
+    import importlib.util
+
+    for number, (config, seed, psnr) in enumerate([("loss=a", 0, 24.0), ("loss=b", 0, 24.1), ("loss=a", 1, 26.0),
+                                                   ("loss=b", 1, 26.1), ("loss=a", 2, 22.0)]):  # fmt: skip
+        write_job(tmp_path, number, ["experiment=demo", config, f"seed={seed}"],
+                  {"status": "completed", "iterations": 1, "metrics": {"val/psnr_y": psnr}})  # fmt: skip
+    path = Path(__file__).resolve().parents[2] / "bench" / "paired_seeds.py"
+    spec = importlib.util.spec_from_file_location("bench_paired_seeds", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    monkeypatch.setattr("sys.argv", ["paired_seeds.py", str(tmp_path), "--reference", "loss=b",
+                                     "--metrics", "val/psnr_y"])  # fmt: skip
+    script.main()
+    row = capsys.readouterr().out.splitlines()[-1]
+    assert row.startswith("| loss=a | 2 | +0.1000 ± 0.0000"), row  # seed 2 has no loss=b job: n = 2
