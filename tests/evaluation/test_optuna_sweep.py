@@ -166,9 +166,11 @@ def test_report_marks_the_best_trial_and_says_when_it_ran_elsewhere(tmp_path):
         read_sweep(tmp_path)
 
 
-def test_a_search_without_an_optimized_metric_is_refused_before_training(tmp_path):
-    result = run_cli("-m", "d3sr.train", "-m", "experiment=demo", "hparams_search=loss_weights_optuna", *SMALL,
-                     f"paths.log_dir={tmp_path}", "optimized_metric=null", "hydra.sweeper.n_trials=1")  # fmt: skip
+def test_a_search_without_an_optimized_metric_is_refused_before_training(run_command, tmp_path):
+    """In this process (a real search process runs in test_two_trials_are_stored_in_the_sqlite_study_and_reported)."""
+    result = run_command("train", "-m", "experiment=demo", "hparams_search=loss_weights_optuna", *SMALL,
+                         f"paths.log_dir={tmp_path}", "optimized_metric=null", "hydra.sweeper.n_trials=1",
+                         cwd=REPO)  # fmt: skip
     assert result.returncode == 2, result.stderr[-3000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "optimized_metric is null, but the Optuna sweeper needs a value" in errors[0]
