@@ -20,7 +20,7 @@ from d3sr.psnr_ssim import color_error, psnr_y
 # A handful of steps on small crops: enough to exercise every stage in a few seconds.
 QUICK = ["vae.steps=2", "vae.batch=2", "vae.crop=16", "vae.pca_batches=2", "unet.steps=2", "unet.batch=2",
          "unet.crop=16", "data.dead_leaves_pool=2", "data.dead_leaves_size=64", "threads=1",
-         "log_every=1"]  # fmt: skip
+         "log_every=1", "held_out_crop=64"]  # fmt: skip
 SUBFOLDERS = ("vae", "unet", "unet_sdxl")
 CONF = Path(__file__).resolve().parents[1] / "src" / "d3sr" / "conf"
 
