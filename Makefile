@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[metrics,app,sweeps,dev]"
 	touch $(STAMP)
 
-demo: install  ## fine-tune the shipped tiny pretrained backbone with D³SR (CPU, 4 min on 2 cores), upscale, score held-out photos
+demo: install  ## fine-tune the shipped tiny pretrained backbone with D³SR (CPU, under 4.5 min on 2 cores), upscale, score held-out photos
 	rm -rf $(DEMO_DIR)
 	$(BIN)/python -m d3sr.train experiment=demo hydra.run.dir=$(DEMO_DIR)/train
 	$(BIN)/python -m d3sr.infer bundle=$(DEMO_DIR)/train/checkpoints/last.ckpt input=embedded output=$(DEMO_DIR)/sr
