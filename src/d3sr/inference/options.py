@@ -14,7 +14,7 @@ import torch
 from d3sr.errors import ConfigError
 from d3sr.inference.color_fix import COLOR_FIXES
 from d3sr.inference.tiled_vae import ATTENTIONS
-from d3sr.inference.tiling import VAE_TILINGS, check_tiling
+from d3sr.inference.tiling import VAE_TILINGS, Tiling, check_tiling
 from d3sr.options import (
     DTYPES,
     auto_channels_last,
@@ -25,9 +25,6 @@ from d3sr.options import (
     resolve_precision,
 )
 
-# The fields that say how the generator's stages are tiled (tiling.run_generator's keyword arguments).
-TILING_KEYS = ("tile_size", "tile_overlap", "tile_batch_size", "vae_tiling", "vae_attention", "vae_offload", "compile",
-               "channels_last")  # fmt: skip
 CONFIG_FILE = Path(__file__).resolve().parents[1] / "conf" / "inference" / "default.yaml"
 
 
@@ -129,3 +126,8 @@ class InferenceOptions:
                 shown = "on" if shown else "off"
             parts.append(f"{key} {str(value).lower()} -> {shown}{reason}")
         return f"inference: {', '.join(parts)}"
+
+
+# The options that say how the generator's stages are tiled (tiling.run_generator's keyword arguments): the fields
+# InferenceOptions shares with tiling.Tiling, read from the two dataclasses so that the list has no copy of its own.
+TILING_KEYS = tuple(f.name for f in fields(Tiling) if f.name in {o.name for o in fields(InferenceOptions)})
