@@ -232,6 +232,11 @@ def image_gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return x[..., :, 1:] - x[..., :, :-1], x[..., 1:, :] - x[..., :-1, :]
 
 
+def lowpass_l1(x_rec: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """‖B(x̂) − B(x)‖₁, B a 1/LOWPASS_FACTOR box downscale: the regional colour term of both VAE stages."""
+    return (F.avg_pool2d(x_rec, LOWPASS_FACTOR) - F.avg_pool2d(x, LOWPASS_FACTOR)).abs().mean()
+
+
 def train_vae(
     cfg: DictConfig, data: PhotoCrops, seed: int, log_every: int, architecture: dict, device: torch.device
 ) -> tuple[AutoencoderKL, dict]:
@@ -256,7 +261,7 @@ def train_vae(
         # L1 on pixels and on image gradients, and the KL term per latent element.
         l1 = (x_rec - x).abs().mean()
         edge = sum((a - b).abs().mean() for a, b in zip(image_gradients(x_rec), image_gradients(x))) / 2
-        lowpass = (F.avg_pool2d(x_rec, LOWPASS_FACTOR) - F.avg_pool2d(x, LOWPASS_FACTOR)).abs().mean()
+        lowpass = lowpass_l1(x_rec, x)
         kl = posterior.kl().mean() / posterior.mean[0].numel()
         loss = l1 + float(cfg.edge_weight) * edge + lowpass_weight * lowpass + float(cfg.kl_weight) * kl
         # Update.
@@ -300,7 +305,7 @@ def fit_linear_vae(
         x = to_model_range(data.sample_for(cfg, crop, data_rng)).to(device)
         x_rec = codec(x)
         mse = (x_rec - x).pow(2).mean()
-        lowpass = (F.avg_pool2d(x_rec, LOWPASS_FACTOR) - F.avg_pool2d(x, LOWPASS_FACTOR)).abs().mean()
+        lowpass = lowpass_l1(x_rec, x)
         loss = mse + lowpass_weight * lowpass
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -96,11 +96,15 @@ class LinearCodec(nn.Module):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder(x)
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
+    def features(self, z: torch.Tensor) -> torch.Tensor:
+        """The decoder's features before its last GroupNorm (what the embedding carries in channel pairs)."""
         h = self.up0(F.interpolate(self.conv_in(z), scale_factor=2.0, mode="nearest"))
         if self.shortcut is not None:
             h = self.shortcut(h)
-        return self.conv_out(self.up1(F.interpolate(h, scale_factor=2.0, mode="nearest")))
+        return self.up1(F.interpolate(h, scale_factor=2.0, mode="nearest"))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.conv_out(self.features(z))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))
@@ -109,11 +113,7 @@ class LinearCodec(nn.Module):
     def balance(self, x: torch.Tensor) -> None:
         """Rescale the decoder's features to unit RMS on images `x` (the output is unchanged): they must stay well
         inside SiLU's linear range once embedded."""
-        h = self.conv_in(self.encode(x))
-        h = self.up0(F.interpolate(h, scale_factor=2.0, mode="nearest"))
-        if self.shortcut is not None:
-            h = self.shortcut(h)
-        rms = self.up1(F.interpolate(h, scale_factor=2.0, mode="nearest")).pow(2).mean((0, 2, 3)).sqrt()
+        rms = self.features(self.encode(x)).pow(2).mean((0, 2, 3)).sqrt()
         scale = 1.0 / rms.clamp_min(1e-6)
         self.up1.weight.mul_(scale[:, None, None, None])
         self.conv_out.weight.div_(scale[None, :, None, None])
