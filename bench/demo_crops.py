@@ -27,7 +27,7 @@ def main() -> None:
     parser.add_argument("--crop", type=int, default=160, help="crop side in HR pixels (shown 2× larger)")
     args = parser.parse_args()
 
-    options = InferenceOptions.defaults_from_file().replace(device="cpu", precision="fp32", tile_size=0)
+    options = InferenceOptions().replace(device="cpu", precision="fp32", tile_size=0)
     pipe = D3SRPipeline.from_pretrained(args.checkpoint, options=options)
     rows = []
     for name in args.photos:

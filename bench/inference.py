@@ -272,7 +272,7 @@ def stage_table(generator: OneStepGenerator, device: torch.device, dtype_name: s
     flops: dict[str, list[int]] = {}
     if baseline:
         variants["baseline (diffusers, eager)"] = (baseline_stages(generator), [1.0] * 3)
-    variants["untiled"] = (our_stages(generator, Tiling()), [1.0] * 3)
+    variants["untiled"] = (our_stages(generator, Tiling(tile_size=0)), [1.0] * 3)
     if before:
         blend = Tiling(**tiled, vae_tiling="blend", tile_batch_size=1)
         variants["tiled, before (blend, 1 tile/forward)"] = (our_stages(generator, blend),
@@ -283,7 +283,7 @@ def stage_table(generator: OneStepGenerator, device: torch.device, dtype_name: s
     if channels_last:
         # In place: the models stay channels-last, so these rows (and the compiled ones) come after the others.
         pipe.super_resolve(torch.rand(1, 3, 8, 8, device=device), channels_last=True, tile_size=0)
-        converted = {"untiled + channels_last": (our_stages(generator, Tiling(channels_last=True)), [1.0] * 3),
+        converted = {"untiled + channels_last": (our_stages(generator, Tiling(tile_size=0, channels_last=True)), [1.0] * 3),
                      "tiled + channels_last": (our_stages(generator, Tiling(**tiled, channels_last=True)),
                                                area_ratios(output, tile, overlap, "groupnorm_sync"))}  # fmt: skip
         best.update(best_times(converted, image, repeats, dtype_name, flops))
@@ -295,7 +295,7 @@ def stage_table(generator: OneStepGenerator, device: torch.device, dtype_name: s
         pipe.super_resolve(torch.rand(1, 3, output // 4, output // 4, device=device), compile=True, tile_size=0)
         pipe.super_resolve(torch.rand(1, 3, output // 4, output // 4, device=device), compile=True, **tiled)
         print(f"  torch.compile warm-up (untiled + tiled): {time.perf_counter() - start:.0f} s", flush=True)
-        compiled = {"untiled + compile": (our_stages(generator, Tiling(compile=True)), [1.0] * 3),
+        compiled = {"untiled + compile": (our_stages(generator, Tiling(tile_size=0, compile=True)), [1.0] * 3),
                     "tiled + compile": (our_stages(generator, Tiling(**tiled, compile=True)),
                                         area_ratios(output, tile, overlap, "groupnorm_sync"))}  # fmt: skip
         best.update(best_times(compiled, image, repeats, dtype_name, {}))

@@ -7,6 +7,7 @@ checked to fail with the one-line missing-weights error when nothing is cached.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -105,8 +106,17 @@ def test_every_sweep_composes(compose):
         assert cfg.hydra.sweeper.params, option
 
 
-def test_inference_node_is_the_python_defaults():
-    assert InferenceOptions.defaults_from_file() == InferenceOptions()
+def test_inference_defaults_have_one_owner(compose):
+    """conf/inference/default.yaml owns the defaults: every option has one there, InferenceOptions and Tiling read
+    them, and the node Hydra composes gives the same options as the dataclass's defaults."""
+    from d3sr.inference.defaults import DEFAULTS
+    from d3sr.inference.tiling import Tiling
+
+    assert set(DEFAULTS) == {f.name for f in dataclasses.fields(InferenceOptions)}
+    assert InferenceOptions.from_config(compose(config_name="infer").inference) == InferenceOptions()
+    shared = {f.name for f in dataclasses.fields(Tiling)} & set(DEFAULTS) - {"channels_last"}  # Tiling's is resolved
+    assert {key: getattr(Tiling(), key) for key in shared} == {key: DEFAULTS[key] for key in shared}
+    assert Tiling().tile_size == InferenceOptions().tile_size == 512
 
 
 def test_one_lora_target_list(compose):

@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--photos", nargs="+", metavar="NAME", choices=[*EMBEDDED_HELD_OUT, *EXTRA_HELD_OUT],
                         help="score only these photos of the chosen set(s) (default: all of them)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="seed of the Real-ESRGAN LQ (default 0)")
-    defaults = InferenceOptions.defaults_from_file()
+    defaults = InferenceOptions()
     parser.add_argument("--tile-size", type=int, default=defaults.tile_size, help="inference.tile_size (0: untiled)")
     parser.add_argument("--tile-overlap", type=int, default=defaults.tile_overlap)
     parser.add_argument("--color-fix", default=defaults.color_fix, help="adain | wavelet | none")

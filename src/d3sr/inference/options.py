@@ -1,18 +1,18 @@
 """The inference settings shared by the Python API, `d3sr.infer`, `d3sr.evaluate` and the notebook.
 
 One dataclass, validated once when it is made; its config node is conf/inference/default.yaml (`inference.*` in
-infer.yaml and evaluate.yaml), whose values are these defaults (a test keeps them equal).
+infer.yaml and evaluate.yaml), which owns the defaults: the fields read them from there (d3sr.inference.defaults).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
-from pathlib import Path
 
 import torch
 
 from d3sr.errors import ConfigError
 from d3sr.inference.color_fix import COLOR_FIXES
+from d3sr.inference.defaults import default
 from d3sr.inference.tiled_vae import ATTENTIONS
 from d3sr.inference.tiling import VAE_TILINGS, Tiling, check_tiling
 from d3sr.options import (
@@ -24,9 +24,6 @@ from d3sr.options import (
     resolve_device,
     resolve_precision,
 )
-
-CONFIG_FILE = Path(__file__).resolve().parents[1] / "conf" / "inference" / "default.yaml"
-
 
 @dataclass(frozen=True)
 class InferenceOptions:
@@ -46,17 +43,18 @@ class InferenceOptions:
     is on for CUDA and for CPUs with bf16 matrix units or AVX-512, off elsewhere (d3sr.options.auto_channels_last).
     """
 
-    tile_size: int = 512
-    tile_overlap: int = 128
-    tile_batch_size: int | str = "auto"
-    vae_tiling: str = "groupnorm_sync"  # our choice: exact, as the tiled VAE of StableSR and OSEDiff (made exact)
-    vae_attention: str = "global"
-    vae_offload: bool = True
-    color_fix: str = "adain"  # our choice where the paper is silent: as StableSR's and OSEDiff's inference scripts
-    device: str = "auto"
-    precision: str = "auto"
-    compile: bool = False
-    channels_last: bool | str = "auto"
+    # Defaults from conf/inference/default.yaml, their one owner (the reasons for each choice are written there).
+    tile_size: int = default("tile_size")
+    tile_overlap: int = default("tile_overlap")
+    tile_batch_size: int | str = default("tile_batch_size")
+    vae_tiling: str = default("vae_tiling")
+    vae_attention: str = default("vae_attention")
+    vae_offload: bool = default("vae_offload")
+    color_fix: str = default("color_fix")
+    device: str = default("device")
+    precision: str = default("precision")
+    compile: bool = default("compile")
+    channels_last: bool | str = default("channels_last")
 
     def __post_init__(self) -> None:
         check_tiling(int(self.tile_size), int(self.tile_overlap))
@@ -89,13 +87,6 @@ class InferenceOptions:
         if unknown := sorted(set(data) - known):
             raise ConfigError(f"inference.{unknown[0]} is not an inference option; choose from {sorted(known)}")
         return cls(**data)
-
-    @classmethod
-    def defaults_from_file(cls) -> InferenceOptions:
-        """The shipped defaults (conf/inference/default.yaml)."""
-        from omegaconf import OmegaConf
-
-        return cls.from_config(OmegaConf.load(CONFIG_FILE))
 
     def replace(self, **changes) -> InferenceOptions:
         """A copy with `changes` (None values ignored), validated."""

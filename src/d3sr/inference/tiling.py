@@ -35,6 +35,7 @@ from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
 from d3sr.errors import ConfigError
 from d3sr.images import LATENT_FACTOR
+from d3sr.inference.defaults import default
 from d3sr.inference.tiled_vae import run_tiled
 from d3sr.models.generator import OneStepGenerator
 
@@ -140,14 +141,14 @@ class Tiling:
     keep tile shapes static (the last batch is padded) and compile the synchronised VAE's pointwise work.
     """
 
-    tile_size: int = 0
-    tile_overlap: int = 0
-    tile_batch_size: int | str = "auto"
-    vae_tiling: str = "groupnorm_sync"
-    vae_attention: str = "global"
-    vae_offload: bool = True
-    compile: bool = False
-    channels_last: bool = False
+    tile_size: int = default("tile_size")
+    tile_overlap: int = default("tile_overlap")
+    tile_batch_size: int | str = default("tile_batch_size")
+    vae_tiling: str = default("vae_tiling")
+    vae_attention: str = default("vae_attention")
+    vae_offload: bool = default("vae_offload")
+    compile: bool = default("compile")
+    channels_last: bool = False  # resolved: InferenceOptions.tiling turns its 'auto' into true or false
     tiled_stages: tuple[str, ...] = STAGES
 
     def __post_init__(self) -> None:
