@@ -16,11 +16,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[metrics,app,sweeps,dev]"
 	touch $(STAMP)
 
-demo: install  ## fine-tune the shipped tiny pretrained backbone with D³SR (CPU, under 4.5 min on 2 cores), upscale, score held-out photos
+demo: install  ## fine-tune the shipped tiny pretrained backbone with D³SR (CPU, under 4 min on 2 cores), upscale, score held-out photos
 	rm -rf $(DEMO_DIR)
 	$(BIN)/python -m d3sr.train experiment=demo hydra.run.dir=$(DEMO_DIR)/train
-	$(BIN)/python -m d3sr.infer bundle=$(DEMO_DIR)/train/checkpoints/last.ckpt input=embedded output=$(DEMO_DIR)/sr
-	$(BIN)/python -m d3sr.held_out $(DEMO_DIR)/train/checkpoints/last.ckpt --tile-size 0 --lq clean --json $(DEMO_DIR)/held_out.json
+	$(BIN)/python -m d3sr.infer bundle=$(DEMO_DIR)/train/checkpoints/last.ckpt input=embedded output=$(DEMO_DIR)/sr inference.color_fix=backproject
+	$(BIN)/python -m d3sr.held_out $(DEMO_DIR)/train/checkpoints/last.ckpt --tile-size 0 --lq clean --color-fix backproject --json $(DEMO_DIR)/held_out.json
 	@echo
 	@echo "Demo done. TensorBoard logs: $(DEMO_DIR)/train/tensorboard  (tensorboard --logdir $(DEMO_DIR)/train)"
 	@echo "            checkpoint:      $(DEMO_DIR)/train/checkpoints/last.ckpt"

@@ -2,9 +2,9 @@
 
     python bench/demo_crops.py [--checkpoint outputs/demo/train/checkpoints/last.ckpt] [--output docs/demo_crops.png]
 
-A picture to check by eye that the demo's SR looks like the photos (untiled, the shipped colour fix). Photos of both
-held-out sets (d3sr.images.EMBEDDED_HELD_OUT and the colourful EXTRA_HELD_OUT, which no training stage sees), centre
-crops.
+A picture to check by eye that the demo's SR looks like the photos (untiled; `--color-fix`, default the demo's
+`backproject`). Photos of both held-out sets (d3sr.images.EMBEDDED_HELD_OUT and the colourful EXTRA_HELD_OUT, which no
+training stage sees), centre crops.
 """
 
 from __future__ import annotations
@@ -24,10 +24,11 @@ def main() -> None:
     parser.add_argument("--checkpoint", default="outputs/demo/train/checkpoints/last.ckpt")
     parser.add_argument("--output", type=Path, default=Path("docs/demo_crops.png"))
     parser.add_argument("--photos", nargs="+", default=["chelsea", "kodak_hats", "eiffel_tower"])
+    parser.add_argument("--color-fix", default="backproject", help="inference.color_fix (default: the demo's)")
     parser.add_argument("--crop", type=int, default=160, help="crop side in HR pixels (shown 2× larger)")
     args = parser.parse_args()
 
-    options = InferenceOptions().replace(device="cpu", precision="fp32", tile_size=0)
+    options = InferenceOptions().replace(device="cpu", precision="fp32", tile_size=0, color_fix=args.color_fix)
     pipe = D3SRPipeline.from_pretrained(args.checkpoint, options=options)
     rows = []
     for name in args.photos:

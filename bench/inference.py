@@ -283,7 +283,8 @@ def stage_table(generator: OneStepGenerator, device: torch.device, dtype_name: s
     if channels_last:
         # In place: the models stay channels-last, so these rows (and the compiled ones) come after the others.
         pipe.super_resolve(torch.rand(1, 3, 8, 8, device=device), channels_last=True, tile_size=0)
-        converted = {"untiled + channels_last": (our_stages(generator, Tiling(tile_size=0, channels_last=True)), [1.0] * 3),
+        untiled = Tiling(tile_size=0, channels_last=True)
+        converted = {"untiled + channels_last": (our_stages(generator, untiled), [1.0] * 3),
                      "tiled + channels_last": (our_stages(generator, Tiling(**tiled, channels_last=True)),
                                                area_ratios(output, tile, overlap, "groupnorm_sync"))}  # fmt: skip
         best.update(best_times(converted, image, repeats, dtype_name, flops))

@@ -14,6 +14,7 @@ from skimage.transform import downscale_local_mean
 
 from d3sr.psnr_ssim import (
     _gaussian_window,
+    block_grid,
     color_error,
     filter_valid,
     gradient_energy,
@@ -176,6 +177,21 @@ def test_sharpness_is_one_for_the_image_and_below_one_when_blurred(photo_pairs):
     assert float(sharpness(blurred, hr)) < 0.8  # measured 0.72
     assert float(sharpness(noisy, hr)) > 1.3  # measured 1.65
     assert float(sharpness(hr, blurred)) > 1.2  # measured 1.38 (= 1 / 0.72): output over reference
+
+
+def test_block_grid_finds_errors_constant_over_4x4_blocks_and_not_photos_or_noise(photo_pairs):
+    hr = tensor(photo_pairs[0][0])
+    g = torch.Generator().manual_seed(0)
+    # What the demo codec turns latent errors into: an offset constant over each 4×4 block (nearest ×4 upsampling).
+    offsets = 0.03 * torch.randn(1, 1, hr.shape[-2] // 4, hr.shape[-1] // 4, generator=g)
+    blocky = (hr + F.interpolate(offsets, scale_factor=4, mode="nearest")).clamp(0, 1)
+    noisy = (hr + 0.03 * torch.randn(hr.shape, generator=g)).clamp(0, 1)
+    assert 0.85 < float(block_grid(hr)) < 1.15  # measured 0.92
+    assert 0.85 < float(block_grid(noisy)) < 1.15  # pixel noise has no phase: measured 0.96
+    assert float(block_grid(blocky)) > 1.8  # measured 2.43 (period 8: 2.06)
+    assert float(block_grid(blocky, period=8)) < float(block_grid(blocky))  # the grid is at its own period
+    with pytest.raises(ValueError, match="more than 4×4 pixels"):
+        block_grid(torch.rand(1, 3, 4, 16))
 
 
 def test_shape_mismatch_and_too_small_images_are_refused():

@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     defaults = InferenceOptions()
     parser.add_argument("--tile-size", type=int, default=defaults.tile_size, help="inference.tile_size (0: untiled)")
     parser.add_argument("--tile-overlap", type=int, default=defaults.tile_overlap)
-    parser.add_argument("--color-fix", default=defaults.color_fix, help="adain | wavelet | none")
+    parser.add_argument("--color-fix", default=defaults.color_fix, help="adain | wavelet | backproject | none")
     parser.add_argument("--device", default=defaults.device)
     args = parser.parse_args(argv)
 

@@ -174,3 +174,26 @@ def sharpness(sr: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
     if (reference == 0).any():
         raise ValueError("sharpness is relative to gt's gradients, and a gt image is flat (zero gradient energy)")
     return (gradient_energy(sr) / reference).sqrt().float()
+
+
+def block_grid(image: torch.Tensor, period: int = 4) -> torch.Tensor:
+    """Luma gradient energy across the edges of the period×period blocks of the image grid (rows and columns at
+    multiples of `period`) over the energy inside the blocks, per image (B,).
+
+    ≈ 1 where no block grid shows: 0.96–1.04 for the eight held-out HR photos, 0.93–1.29 for their bicubic ×4
+    upsamples (measured). Well above 1 when an output shows a block grid.
+    The demo's VAE decodes each latent pixel to a 4×4 block, so the generator's latent errors show as a 4-pixel grid,
+    whose edges also raise `sharpness`: this ratio tells the two apart.
+    """
+    if min(image.shape[-2:]) <= period:
+        raise ValueError(f"block_grid needs more than {period}×{period} pixels, got {tuple(image.shape)}")
+    y = rgb_to_y(image.double())[:, 0]
+    dx = (y[:, :, 1:] - y[:, :, :-1]).pow(2)  # dx[..., j]: between columns j and j + 1
+    dy = (y[:, 1:, :] - y[:, :-1, :]).pow(2)
+    across_x = torch.arange(dx.shape[-1], device=y.device) % period == period - 1
+    across_y = torch.arange(dy.shape[-2], device=y.device) % period == period - 1
+    edges = dx[..., across_x].sum((1, 2)) + dy[:, across_y].sum((1, 2))
+    inside = dx[..., ~across_x].sum((1, 2)) + dy[:, ~across_y].sum((1, 2))
+    count_edges = dx[0, ..., across_x].numel() + dy[0, across_y].numel()
+    count_inside = dx[0, ..., ~across_x].numel() + dy[0, ~across_y].numel()
+    return ((edges / count_edges) / (inside / count_inside).clamp_min(1e-20)).float()

@@ -294,7 +294,7 @@ def test_python_defaults_are_set_a_and_config_values_reach_the_object(compose):
 
 
 def test_configs_build_and_the_data_module_degrades_per_image(compose):
-    cfg = compose(["experiment=demo", "data.crop_size=128"])
+    cfg = compose(["experiment=demo", "degradation=realesrgan", "data.crop_size=128"])
     assert cfg.degradation._target_.endswith("RealESRGANDegradation")
 
     def first_four(batch_size: int) -> torch.Tensor:

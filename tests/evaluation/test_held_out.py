@@ -74,7 +74,7 @@ def test_photos_outside_the_chosen_set_are_one_error_line(run_command, tmp_path)
 def test_the_held_out_lq_uses_the_trainings_degradation_parameters(compose):
     """Set A has one owner, conf/degradation/realesrgan.yaml: the held-out LQ (`python -m d3sr.held_out`) is made with
     exactly the parameters training composes, so the same photo and seed give the same LQ both ways."""
-    training = instantiate(compose(["experiment=demo"]).degradation)
+    training = instantiate(compose(["experiment=demo", "degradation=realesrgan"]).degradation)
     assert vars(training) == vars(RealESRGANDegradation())  # what held_out.realesrgan_lq builds
     hr = held_out_photo("chelsea")[None, :, :64, :64]
     for seed in (0, 1, 2):
@@ -154,6 +154,9 @@ def test_bicubic_colour_error_and_sharpness_on_both_sets(bicubic_rows):
     assert 0.38 < bicubic_rows["chelsea"].sharpness["bicubic"] < 0.45
     mean = sum(bicubic_rows[name].sharpness["bicubic"] for name in EMBEDDED_HELD_OUT) / len(EMBEDDED_HELD_OUT)
     assert 0.27 < mean < 0.34, mean  # measured 0.310; the reference measurement ≈ 0.30
+    # No 4-pixel block grid in a bicubic upsample: measured 0.93-1.29 (cheetah), where the demo's SR shows 3.3-5.1.
+    assert all(0.9 < row.grid["bicubic"] < 1.35 for row in bicubic_rows.values()), {
+        name: row.grid for name, row in bicubic_rows.items()}  # fmt: skip
     # The PSNR column is unchanged (the figures of BENCHMARKS.md).
     assert abs(bicubic_rows["chelsea"].scores["bicubic"][0] - 31.68) < 0.01
 
@@ -164,12 +167,14 @@ def test_the_table_shows_colour_error_sharpness_and_the_bounds(bicubic_rows):
     assert "| held-out photo | size | bicubic | VAE only | d3sr | d3sr − bicubic | d3sr − VAE only |" in table
     assert "Colour error (CIELAB a*b*, 1/8 scale; lower is better) / sharpness (RMS luma gradient ÷ HR's" in table
     header = (
-        "| held-out photo | bicubic | VAE only | d3sr | colour d3sr ÷ bicubic | sharpness d3sr − bicubic | bounds |"
+        "| held-out photo | bicubic | VAE only | d3sr | colour d3sr ÷ bicubic | sharpness d3sr − bicubic "
+        "| 4-px grid d3sr | bounds |"
     )
     assert header in table and BOUNDS_LINE in table
     # d3sr = bicubic here: PSNR and colour within their bounds, the sharpness gain 0 < 0.10.
     assert (
-        "| chelsea | 0.146 / 0.413 | 0.146 / 0.413 | 0.146 / 0.413 | 1.000× | +0.000 | missed (sharpness) |" in table
+        "| chelsea | 0.146 / 0.413 | 0.146 / 0.413 | 0.146 / 0.413 | 1.000× | +0.000 | 0.93 | missed (sharpness) |"
+        in table
     )
     assert table.count("missed (sharpness)") == 4  # three photos and the mean row
     assert table.splitlines()[5].startswith("| **mean** |  | 29.63 / ")
@@ -202,7 +207,16 @@ def test_the_extra_set_has_its_own_table_and_json(demo_checkpoint, tmp_path, mon
     result = json.loads((tmp_path / "held_out.json").read_text())
     assert result["tables"] == {} and result["rows"] == []
     (row,) = result["extra_tables"]["clean"]
-    assert set(row) == {"photo", "size", "scores", "color_error", "sharpness", "versus_bicubic", "missed_bounds"}
+    assert set(row) == {
+        "photo",
+        "size",
+        "scores",
+        "color_error",
+        "sharpness",
+        "grid",
+        "versus_bicubic",
+        "missed_bounds",
+    }
     assert abs(row["color_error"]["bicubic"] - BICUBIC["cheetah"][0]) < 0.005
     assert abs(row["sharpness"]["bicubic"] - BICUBIC["cheetah"][1]) < 0.005
     # The real generator's outputs are scored: its VAE changes the image, so its numbers differ from bicubic's.

@@ -25,6 +25,7 @@ from d3sr.options import (
     resolve_precision,
 )
 
+
 @dataclass(frozen=True)
 class InferenceOptions:
     """How D3SRPipeline runs: tiling, colour fix, device, precision and speed settings (see tiling.py).

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from d3sr.images import from_model_range, generator_input, pil_to_tensor, tensor_to_pil, upsample_lq
+from d3sr.images import SCALE, from_model_range, generator_input, pil_to_tensor, tensor_to_pil
 from d3sr.inference.color_fix import color_fix as apply_color_fix
 from d3sr.inference.options import InferenceOptions
 from d3sr.inference.tiling import StageProgress, run_generator
@@ -119,9 +119,8 @@ class D3SRPipeline:
             raise ValueError(f"the input holds {bad} NaN or infinite value(s); images must be finite, in [0, 1]")
         # The generator's input (bicubic ×4, padded to ×8, [-1, 1]); the stages, tiled; crop; colour fix.
         sr = run_generator(self.generator, generator_input(lq), **tiling, progress=progress)
-        up = upsample_lq(lq)
-        sr = from_model_range(sr[..., : up.shape[-2], : up.shape[-1]])
-        return apply_color_fix(sr, up, options.color_fix)
+        sr = from_model_range(sr[..., : lq.shape[-2] * SCALE, : lq.shape[-1] * SCALE])
+        return apply_color_fix(sr, lq, options.color_fix)
 
     def _prepare(self, channels_last: bool, compile: bool) -> None:
         """channels_last / torch.compile of the UNet and the VAE's encoder and decoder, in place, once asked."""
