@@ -14,7 +14,7 @@ from d3sr.errors import ConfigError
 from d3sr.inference.color_fix import COLOR_FIXES
 from d3sr.inference.defaults import default
 from d3sr.inference.tiled_vae import ATTENTIONS
-from d3sr.inference.tiling import VAE_TILINGS, Tiling, check_tiling
+from d3sr.inference.tiling import VAE_TILINGS, TilingOptions, check_tiling
 from d3sr.options import (
     DTYPES,
     auto_channels_last,
@@ -27,7 +27,7 @@ from d3sr.options import (
 
 
 @dataclass(frozen=True)
-class InferenceOptions:
+class InferenceOptions(TilingOptions):
     """How D3SRPipeline runs: tiling, colour fix, device, precision and speed settings (see tiling.py).
 
     tile_size / tile_overlap: output pixels; sides up to tile_size are not split; 0 = never tile. tile_overlap is
@@ -44,17 +44,11 @@ class InferenceOptions:
     is on for CUDA and for CPUs with bf16 matrix units or AVX-512, off elsewhere (d3sr.options.auto_channels_last).
     """
 
-    # Defaults from conf/inference/default.yaml, their one owner (the reasons for each choice are written there).
-    tile_size: int = default("tile_size")
-    tile_overlap: int = default("tile_overlap")
-    tile_batch_size: int | str = default("tile_batch_size")
-    vae_tiling: str = default("vae_tiling")
-    vae_attention: str = default("vae_attention")
-    vae_offload: bool = default("vae_offload")
+    # The tiling fields come from TilingOptions. Defaults from conf/inference/default.yaml, their one owner (the
+    # reasons for each choice are written there).
     color_fix: str = default("color_fix")
     device: str = default("device")
     precision: str = default("precision")
-    compile: bool = default("compile")
     channels_last: bool | str = default("channels_last")
 
     def __post_init__(self) -> None:
@@ -120,6 +114,6 @@ class InferenceOptions:
         return f"inference: {', '.join(parts)}"
 
 
-# The options that say how the generator's stages are tiled (tiling.run_generator's keyword arguments): the fields
-# InferenceOptions shares with tiling.Tiling, read from the two dataclasses so that the list has no copy of its own.
-TILING_KEYS = tuple(f.name for f in fields(Tiling) if f.name in {o.name for o in fields(InferenceOptions)})
+# The options that say how the generator's stages are tiled (tiling.run_generator's keyword arguments): the
+# TilingOptions fields and channels_last (resolved by InferenceOptions.tiling), read from the dataclass.
+TILING_KEYS = (*(f.name for f in fields(TilingOptions)), "channels_last")

@@ -134,12 +134,9 @@ STAGES = ("encode", "denoise", "decode")
 
 
 @dataclass(frozen=True)
-class Tiling:
-    """How the three stages are tiled: InferenceOptions' tiling fields (validated there), see the module docstring.
-
-    tiled_stages: the stages that are tiled, the others run on the whole input. compile: the models are compiled,
-    keep tile shapes static (the last batch is padded) and compile the synchronised VAE's pointwise work.
-    """
+class TilingOptions:
+    """The tiling settings that InferenceOptions (validated there) and Tiling share, declared once, with the defaults
+    of conf/inference/default.yaml, their one owner (see InferenceOptions for what each means)."""
 
     tile_size: int = default("tile_size")
     tile_overlap: int = default("tile_overlap")
@@ -148,6 +145,16 @@ class Tiling:
     vae_attention: str = default("vae_attention")
     vae_offload: bool = default("vae_offload")
     compile: bool = default("compile")
+
+
+@dataclass(frozen=True)
+class Tiling(TilingOptions):
+    """How the three stages are tiled: the TilingOptions, channels_last resolved, see the module docstring.
+
+    tiled_stages: the stages that are tiled, the others run on the whole input. compile: the models are compiled,
+    keep tile shapes static (the last batch is padded) and compile the synchronised VAE's pointwise work.
+    """
+
     channels_last: bool = False  # resolved: InferenceOptions.tiling turns its 'auto' into true or false
     tiled_stages: tuple[str, ...] = STAGES
 
