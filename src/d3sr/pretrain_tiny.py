@@ -537,7 +537,8 @@ def pretrain_into(cfg: DictConfig, output: Path) -> dict:
     begin = time.perf_counter()
     log.info("Loading the %d training photos (held out: %s)", len(EMBEDDED_TRAIN), ", ".join(EMBEDDED_HELD_OUT))
     data = PhotoCrops(EMBEDDED_TRAIN, int(cfg.data.dead_leaves_pool), int(cfg.data.dead_leaves_size), seed + 5)
-    architectures = demo_architectures(int(cfg.latent_channels))
+    latent_channels = arch.DEMO_LATENT_CHANNELS if cfg.latent_channels is None else int(cfg.latent_channels)
+    architectures = demo_architectures(latent_channels)
     data.check_crop("vae.crop", int(cfg.vae.crop))
     data.check_crop("unet.crop", int(cfg.unet.crop))
 

@@ -142,3 +142,20 @@ def test_v_prediction_base_is_refused(sd_folder, tmp_path):
     DDPMScheduler(**arch.SCHEDULER, prediction_type="v_prediction").save_pretrained(folder / "scheduler")
     with pytest.raises(D3SRError, match="v_prediction"):
         pretrained(str(folder), kind="sd", embeds_cache=str(tmp_path / "cache"))
+
+
+def test_demo_latent_channels_have_one_owner(tmp_path, compose):
+    """The random demo-shaped UNet (Table 4b's demo_scratch row) takes the shipped backbone's latent channels, which
+    pretrain_tiny takes from architectures.DEMO_LATENT_CHANNELS: no config writes the number again."""
+    from hydra.utils import instantiate
+
+    from d3sr.models.loading import demo_latent_channels, tiny
+
+    assert demo_latent_channels() == arch.DEMO_LATENT_CHANNELS == 12
+    unet = tiny("sd", with_vae=False, latent_channels="demo").unet
+    assert unet.config.in_channels == unet.config.out_channels == arch.DEMO_LATENT_CHANNELS
+    assert compose(config_name="pretrain_tiny").latent_channels is None  # null: DEMO_LATENT_CHANNELS
+    disc = instantiate(compose(["model/discriminator=demo_scratch"]).model.discriminator)
+    assert disc.backbone_source["latent_channels"] == arch.DEMO_LATENT_CHANNELS
+    with pytest.raises(D3SRError, match="latent channels"):
+        demo_latent_channels(tmp_path)

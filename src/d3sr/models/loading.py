@@ -7,6 +7,7 @@ Hydra configs call these functions through `_target_` (see conf/model/generator/
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -128,14 +129,16 @@ def pretrained(
     return Backbone(unet, _alphas_cumprod(scheduler), embeds, vae, source)
 
 
-def tiny(kind: str = "sd", with_vae: bool = True, seed: int = 0, latent_channels: int | None = None) -> Backbone:
+def tiny(kind: str = "sd", with_vae: bool = True, seed: int = 0, latent_channels: int | str | None = None) -> Backbone:
     """Seeded random tiny model of the same classes: 'sd' (SD 2.1-like) or 'sdxl' (with pooled text + time ids).
 
-    latent_channels: the UNet's input/output channels when not the tiny VAE's 4 (12: the demo backbone's UNets,
-    architectures.DEMO_UNET_*, with random weights; then without a VAE).
+    latent_channels: the UNet's input/output channels when not the tiny VAE's 4, for another VAE's latents (then
+    without a VAE); 'demo': those of the shipped demo backbone (demo_latent_channels), whose UNets' shape this is.
     """
     check_choice("kind", kind, ("sd", "sdxl"))
     config = dict(arch.TINY_UNET_SDXL if kind == "sdxl" else arch.TINY_UNET_SD)
+    if latent_channels == "demo":
+        latent_channels = demo_latent_channels()
     if latent_channels is not None:
         if with_vae:
             raise ValueError("tiny(latent_channels=...) builds a UNet for another VAE's latents: use with_vae=False")
@@ -185,6 +188,16 @@ def meta(name: str, with_vae: bool = True) -> Backbone:
 def tiny_backbone_folder() -> Path:
     """The demo backbone shipped inside the package (d3sr/assets/tiny_backbone), made by `d3sr.pretrain_tiny`."""
     return Path(__file__).resolve().parents[1] / "assets" / "tiny_backbone"
+
+
+def demo_latent_channels(folder: str | Path | None = None) -> int:
+    """The latent channels of the demo backbone (the shipped one, or `folder`): its VAE's, read from its config."""
+    root = Path(folder).expanduser() if folder is not None else tiny_backbone_folder()
+    config = root / "vae" / "config.json"
+    try:
+        return int(json.loads(config.read_text())["latent_channels"])
+    except (OSError, KeyError, ValueError) as error:
+        raise D3SRError(f"cannot read the demo backbone's latent channels from {config}: {error}") from error
 
 
 def pretrained_tiny(kind: str = "sd", with_vae: bool = True, folder: str | None = None) -> Backbone:
