@@ -192,8 +192,6 @@ def block_grid(image: torch.Tensor, period: int = 4) -> torch.Tensor:
     dy = (y[:, 1:, :] - y[:, :-1, :]).pow(2)
     across_x = torch.arange(dx.shape[-1], device=y.device) % period == period - 1
     across_y = torch.arange(dy.shape[-2], device=y.device) % period == period - 1
-    edges = dx[..., across_x].sum((1, 2)) + dy[:, across_y].sum((1, 2))
-    inside = dx[..., ~across_x].sum((1, 2)) + dy[:, ~across_y].sum((1, 2))
-    count_edges = dx[0, ..., across_x].numel() + dy[0, across_y].numel()
-    count_inside = dx[0, ..., ~across_x].numel() + dy[0, ~across_y].numel()
-    return ((edges / count_edges) / (inside / count_inside).clamp_min(1e-20)).float()
+    edges = torch.cat([dx[..., across_x].flatten(1), dy[:, across_y].flatten(1)], 1).mean(1)
+    inside = torch.cat([dx[..., ~across_x].flatten(1), dy[:, ~across_y].flatten(1)], 1).mean(1)
+    return (edges / inside.clamp_min(1e-20)).float()

@@ -17,6 +17,7 @@ from d3sr.data.degradation import RealESRGANDegradation, degrade_image, image_rn
 from d3sr.errors import D3SRError
 from d3sr.evaluation.held_out_scores import (
     BOUNDS_LINE,
+    METHODS,
     HeldOutRow,
     bounds_cell,
     held_out_rows,
@@ -184,7 +185,7 @@ def test_the_bounds_name_what_d3sr_misses():
     def row(psnr: float, colour: float, sharp: float) -> HeldOutRow:
         scores = {"bicubic": (30.0, 0.8), "vae_only": (29.0, 0.7), "d3sr": (psnr, 0.8)}
         return HeldOutRow("photo", (8, 8), scores, {"bicubic": 1.0, "vae_only": 1.0, "d3sr": colour},
-                          {"bicubic": 0.3, "vae_only": 0.3, "d3sr": sharp})  # fmt: skip
+                          {"bicubic": 0.3, "vae_only": 0.3, "d3sr": sharp}, dict.fromkeys(METHODS, 1.0))  # fmt: skip
 
     assert missed_bounds(row(29.6, 1.19, 0.41)) == [] and bounds_cell(row(29.6, 1.19, 0.41)) == "met"
     assert missed_bounds(row(29.4, 1.19, 0.41)) == ["PSNR"]

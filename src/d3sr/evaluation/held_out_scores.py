@@ -15,7 +15,7 @@ relative to bicubic.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -41,7 +41,7 @@ class HeldOutRow:
     scores: dict[str, tuple[float, float]]
     color_error: dict[str, float]
     sharpness: dict[str, float]
-    grid: dict[str, float] = field(default_factory=dict)  # block_grid: 4-pixel block edges ÷ inside (≈ 1: no grid)
+    grid: dict[str, float]  # block_grid: 4-pixel block edges ÷ inside (≈ 1: no grid)
 
 
 @torch.inference_mode()
@@ -92,7 +92,7 @@ def mean_row(rows: Sequence[HeldOutRow]) -> HeldOutRow:
         scores={m: (mean([r.scores[m][0] for r in rows]), mean([r.scores[m][1] for r in rows])) for m in METHODS},
         color_error={m: mean([r.color_error[m] for r in rows]) for m in METHODS},
         sharpness={m: mean([r.sharpness[m] for r in rows]) for m in METHODS},
-        grid={m: mean([r.grid[m] for r in rows]) for m in METHODS} if all(r.grid for r in rows) else {},
+        grid={m: mean([r.grid[m] for r in rows]) for m in METHODS},
     )
 
 
@@ -145,7 +145,7 @@ def held_out_table(rows: Sequence[HeldOutRow]) -> str:
         fidelity.append("| " + " | ".join([photo, size, *shown, *gains]) + " |")
         versus = versus_bicubic(row)
         shown = [f"{row.color_error[m]:.3f} / {row.sharpness[m]:.3f}" for m in METHODS]
-        grid = f"{row.grid['d3sr']:.2f}" if row.grid else "—"
-        compared = [f"{versus['color_ratio']:.3f}×", f"{versus['sharpness_gain']:+.3f}", grid, bounds_cell(row)]
+        compared = [f"{versus['color_ratio']:.3f}×", f"{versus['sharpness_gain']:+.3f}", f"{row.grid['d3sr']:.2f}",
+                    bounds_cell(row)]  # fmt: skip
         perceptual.append("| " + " | ".join([photo, *shown, *compared]) + " |")
     return "\n".join([*fidelity, "", *perceptual, BOUNDS_LINE])
