@@ -30,7 +30,7 @@ import yaml
 from d3sr.errors import ConfigError, D3SRError
 from d3sr.run_results import read_run_result
 
-METRICS = ("val/psnr_y", "val/ssim_y", "val/dists", "val/color_error", "val/sharpness")
+METRICS = ("val/psnr_y", "val/ssim_y", "val/dists", "val/color_error", "val/sharpness", "val/grid")
 OPTUNA_RESULTS = "optimization_results.yaml"  # written by Hydra's Optuna sweeper at the end of a search
 SEED = "seed"  # the override that repeats a configuration (d3sr.train's `seed`)
 SPREAD = "mean ± std over seeds (sample std, ddof=1), n: completed jobs"

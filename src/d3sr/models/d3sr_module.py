@@ -32,7 +32,7 @@ from d3sr.models.nan_skips import NanSkips
 from d3sr.models.rng_states import rng_states_of_every_rank, set_rng_states
 from d3sr.models.saved_generator import checkpoint_record, load_checkpoint
 from d3sr.options import parse_dtype
-from d3sr.psnr_ssim import color_error, psnr_y, sharpness, ssim_y
+from d3sr.psnr_ssim import block_grid, color_error, psnr_y, sharpness, ssim_y
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ class D3SRModule(L.LightningModule):
     @property
     def validation_metrics(self) -> list[str]:
         """Names validation_step logs (train.py checks `optimized_metric` against them at start-up)."""
-        always = ["val/psnr_y", "val/ssim_y", "val/color_error", "val/sharpness"]
+        always = ["val/psnr_y", "val/ssim_y", "val/color_error", "val/sharpness", "val/grid"]
         return always + (["val/dists"] if self._validation_dists is not None else [])
 
     @property
@@ -325,7 +325,9 @@ class D3SRModule(L.LightningModule):
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         sr, gt = self.super_resolve(batch["lq"]), batch["gt"].float()
         metrics = {"val/psnr_y": psnr_y(sr, gt), "val/ssim_y": ssim_y(sr, gt), "val/color_error": color_error(sr, gt),
-                   "val/sharpness": sharpness(sr, gt)}  # fmt: skip
+                   "val/sharpness": sharpness(sr, gt),
+                   # Gradient energy across the VAE's latent-pixel block edges ÷ inside (≈ 1: no block grid).
+                   "val/grid": block_grid(sr, self.generator.vae_factor)}  # fmt: skip
         metrics = {name: value.mean() for name, value in metrics.items()}
         if self._validation_dists is not None:
             metrics["val/dists"] = self._validation_dists(sr, gt).mean()
