@@ -170,3 +170,19 @@ def test_pretrain_levers_more_latent_channels_dead_leaves_and_colour(compose, tm
     sr, z_sr = g(torch.rand(1, 3, 32, 32) * 2 - 1)
     assert sr.shape == (1, 3, 32, 32) and z_sr.shape == (1, 8, 8, 8)
     assert torch.isfinite(d(z_sr)).all()
+
+
+def test_pretrain_whiten_gives_the_latent_channels_unit_std(compose, tmp_path):
+    """vae.whiten: the codec's channels are rescaled to unit std on training crops (the manifest keeps the scales)."""
+    folder = tmp_path / "whitened"
+    manifest = pretrain(compose([f"output={folder}", *QUICK, "vae.whiten=true", "vae.whiten_batches=4"],
+                                config_name="pretrain_tiny"))  # fmt: skip
+    scales = manifest["stages"]["vae"]["latent_channel_std_before_whitening"]
+    assert len(scales) == 12
+    vae = pretrained_tiny("sd", with_vae=True, folder=str(folder)).vae
+    crops = torch.cat([embedded_photo(name)[None, :, :64, :64] for name in EMBEDDED_TRAIN[:6]]) * 2 - 1
+    with torch.no_grad():
+        std = vae.encode(crops).latent_dist.mode().std((0, 2, 3))
+    spread_before = max(scales) / min(scales)
+    # On other crops than the few whitened on: measured 3.4 against 11.6 before whitening.
+    assert float(std.max() / std.min()) < spread_before / 2, (std, scales)

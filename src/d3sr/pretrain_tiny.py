@@ -11,7 +11,8 @@ variant (the shipped copy is made on the CPU).
     vae.method=linear (default): a linear 4×4-patch codec (d3sr.models.linear_vae), its encoder initialised as the
     leading principal axes of training patches, fitted jointly with its decoder on
     L = ‖x̂ − x‖² + λ_low·‖B(x̂) − B(x)‖₁ (B a 1/8 box downscale: regional colour), then written into the
-    AutoencoderKL (zero residual branches, paired channels through each GroupNorm).
+    AutoencoderKL (zero residual branches, paired channels through each GroupNorm); `vae.whiten` first rescales its
+    latent channels to unit std (the reconstruction is unchanged).
     vae.method=trained (v2): the AutoencoderKL trained end to end as an autoencoder,
     L = ‖x̂ − x‖₁ + λ_edge·‖∇x̂ − ∇x‖₁ + λ_low·‖B(x̂) − B(x)‖₁ + λ_KL·KL(q(z|x) ‖ N(0, I)), means per element, x̂
     decoded from the posterior mode (or a sample).
@@ -317,11 +318,17 @@ def fit_linear_vae(
             log.info("vae step %d/%d: %s lr %.2e", step + 1, cfg.steps, losses.text(), schedule.get_last_lr()[0])
     codec = codec.cpu()
     codec.balance(to_model_range(data.sample_for(cfg, crop, data_rng)))
+    channel_std = None
+    if bool(cfg.get("whiten", False)):
+        batches = [to_model_range(data.sample_for(cfg, crop, data_rng)) for _ in range(int(cfg.whiten_batches))]
+        channel_std = [round(v, 5) for v in codec.whiten(torch.cat(batches)).tolist()]
+        log.info("Latent channel std before whitening: %s", channel_std)
     vae = embed(codec, AutoencoderKL(**architecture))
     record = {
         **OmegaConf.to_container(cfg),
         "wall_s": round(time.perf_counter() - start, 1),
         "final_losses": losses.means(),
+        "latent_channel_std_before_whitening": channel_std,
     }
     return vae.to(device), record
 

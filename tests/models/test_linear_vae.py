@@ -89,3 +89,21 @@ def test_the_generator_keeps_the_codec_in_float32_under_bf16_autocast():
     assert z.dtype == torch.float32 and torch.equal(z, reference)
     assert torch.equal(decoded, generator.decode(reference))
     assert not needs_float32(AutoencoderKL(**arch.DEMO_VAE))  # a VAE that is not the codec
+
+
+@torch.no_grad()
+def test_whitening_gives_unit_channels_and_keeps_the_reconstruction():
+    """whiten rescales the latent channels (a PCA codec's differ ~9× in scale) to unit std; the decoder absorbs the
+    scales, so the reconstruction, and the AutoencoderKL holding the codec, compute the same images."""
+    codec = random_codec()
+    x = torch.rand(8, 3, 32, 32) * 2 - 1
+    before = codec(x)
+    spread = codec.encode(x).std((0, 2, 3))
+    std = codec.whiten(x)
+    assert torch.allclose(std, spread)
+    assert torch.allclose(codec.encode(x).std((0, 2, 3)), torch.ones(12), atol=1e-5)
+    assert torch.allclose(codec(x), before, atol=1e-5)
+    vae = embed(codec, AutoencoderKL(**arch.DEMO_VAE)).eval()
+    z = vae.encode(x).latent_dist.mode()
+    assert torch.allclose(z, codec.encode(x), atol=2e-3)
+    assert torch.allclose(vae.decode(z).sample, before, atol=1e-3)

@@ -110,6 +110,19 @@ class LinearCodec(nn.Module):
         return self.decode(self.encode(x))
 
     @torch.no_grad()
+    def whiten(self, x: torch.Tensor) -> torch.Tensor:
+        """Rescale each latent channel to unit standard deviation on images `x` (the reconstruction is unchanged);
+        returns the standard deviations it divided by (pretrain_tiny's `vae.whiten`).
+
+        A PCA codec's channels differ ~9× in scale (the leading one carries the block means); Stable Diffusion's latent
+        channels have similar scales. Measured on the demo (BENCHMARKS.md): the same ε-pretraining and fine-tuning on
+        whitened latents still sharpen through the leading channel, so the shipped backbone does not whiten."""
+        std = self.encode(x).std((0, 2, 3)).clamp_min(1e-6)
+        self.encoder.weight.div_(std[:, None, None, None])
+        self.conv_in.weight.mul_(std[None, :, None, None])
+        return std
+
+    @torch.no_grad()
     def balance(self, x: torch.Tensor) -> None:
         """Rescale the decoder's features to unit RMS on images `x` (the output is unchanged): they must stay well
         inside SiLU's linear range once embedded."""
