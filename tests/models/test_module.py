@@ -175,4 +175,11 @@ def test_optimized_metric_that_the_run_does_not_compute_fails_at_start_up(fast_c
     with pytest.raises(ConfigError, match="optimized_metric=val/dists is not computed.*val/psnr_y"):
         train(fast_cfg("loss=mse_only", "optimized_metric=val/dists", "iterations=1"))
     module = D3SRModule.from_config(fast_cfg())
-    assert module.validation_metrics == ["val/psnr_y", "val/ssim_y", "val/color_error", "val/sharpness", "val/grid", "val/dists"]
+    assert module.validation_metrics == [
+        "val/psnr_y",
+        "val/ssim_y",
+        "val/color_error",
+        "val/sharpness",
+        "val/grid",
+        "val/dists",
+    ]
