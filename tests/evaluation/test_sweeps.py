@@ -60,6 +60,7 @@ def test_table4b_multirun_runs_every_row_and_is_reported(run_command, tmp_path):
     assert [r["overrides"] for r in rows] == [f"model/discriminator={d}" for d in
                                               ("none", "demo_pixel", "demo_scratch", "demo_sd", "demo")]  # fmt: skip
     assert all(r["status"] == "completed" and float(r["val/psnr_y"]) > 15 for r in rows), rows
+    assert all(0.5 < float(r["val/grid"]) < 20 for r in rows), rows  # validation's block-grid ratio, reported
     assert all(Path(r["checkpoint / error"]).is_file() for r in rows)
     # One seed each: five configurations of n=1, their means the jobs' values.
     configs = list(csv.DictReader((sweep / "sweep_report.csv").open()))

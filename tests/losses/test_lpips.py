@@ -158,14 +158,7 @@ def test_one_training_step_with_ea_lpips(compose, tmp_path):
     cfg = compose([*FAST, "loss=ea_lpips", f"paths.output_dir={tmp_path}"])
     L.seed_everything(cfg.seed)
     module = D3SRModule.from_config(cfg)
-    assert module.validation_metrics == [
-        "val/psnr_y",
-        "val/ssim_y",
-        "val/color_error",
-        "val/sharpness",
-        "val/grid",
-        "val/dists",
-    ]
+    assert "val/dists" in module.validation_metrics  # validation scores DISTS under the LPIPS losses too
     lora = {n: p.detach().clone() for n, p in module.generator.named_parameters() if p.requires_grad}
     trainer = build_trainer(cfg)
     trainer.fit(module, datamodule=instantiate(cfg.data))
