@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from d3sr.images import downscale, held_out_photo, to_uint8, upsample_lq
+from d3sr.images import crop_to_multiple, downscale, held_out_photo, to_uint8, upsample_lq
 from d3sr.inference import D3SRPipeline, InferenceOptions
 
 
@@ -32,8 +32,7 @@ def main() -> None:
     pipe = D3SRPipeline.from_pretrained(args.checkpoint, options=options)
     rows = []
     for name in args.photos:
-        hr = held_out_photo(name)
-        hr = hr[:, : hr.shape[1] // 8 * 8, : hr.shape[2] // 8 * 8]
+        hr = crop_to_multiple(held_out_photo(name))
         lq = downscale(hr[None])
         bicubic, sr = upsample_lq(lq)[0], pipe(lq[0])
         top, left = (hr.shape[-2] - args.crop) // 2, (hr.shape[-1] - args.crop) // 2

@@ -17,7 +17,15 @@ import argparse
 import torch
 import torch.nn.functional as F
 
-from d3sr.images import downscale, generator_input, held_out_photo, upsample_lq
+from d3sr.images import (
+    crop_to_multiple,
+    downscale,
+    from_model_range,
+    generator_input,
+    held_out_photo,
+    to_model_range,
+    upsample_lq,
+)
 from d3sr.models.saved_generator import load_generator
 from d3sr.psnr_ssim import block_grid, psnr_y, sharpness
 
@@ -44,16 +52,15 @@ def main() -> None:
     factor = generator.vae_factor
 
     def decode(z: torch.Tensor) -> torch.Tensor:
-        return (generator.decode(z).float() + 1) / 2
+        return from_model_range(generator.decode(z))
 
     print(f"| photo | image | PSNR-Y (dB) | sharpness | {factor}-px grid |")
     print("|---|---|---|---|---|")
     channel_rows = []
     for name in args.photos:
-        hr = held_out_photo(name)[None]
-        hr = hr[..., : hr.shape[-2] // 8 * 8, : hr.shape[-1] // 8 * 8]
+        hr = crop_to_multiple(held_out_photo(name)[None])
         lq = downscale(hr)
-        z_hr = generator.encode(hr * 2 - 1).float()
+        z_hr = generator.encode(to_model_range(hr)).float()
         z_sr = generator.denoise(generator.encode(generator_input(lq))).float()
         error = z_sr - z_hr
         low = box_blur(error, 5)

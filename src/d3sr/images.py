@@ -207,6 +207,12 @@ def upsample_lq(lq: torch.Tensor, scale: int = SCALE) -> torch.Tensor:
     return F.interpolate(lq.float(), scale_factor=scale, mode="bicubic", align_corners=False).clamp(0, 1)
 
 
+def crop_to_multiple(image: torch.Tensor, multiple: int = LATENT_FACTOR) -> torch.Tensor:
+    """Crop (..., H, W) at the bottom and right to multiples of `multiple`."""
+    height, width = image.shape[-2:]
+    return image[..., : height - height % multiple, : width - width % multiple]
+
+
 def pad_to_multiple(image: torch.Tensor, multiple: int = LATENT_FACTOR) -> torch.Tensor:
     """Pad (B, C, H, W) at the bottom and right to multiples of `multiple`.
 
@@ -234,7 +240,7 @@ def generator_input(lq: torch.Tensor) -> torch.Tensor:
 def downscale(hr: torch.Tensor, scale: int = SCALE) -> torch.Tensor:
     """Clean LQ of (B, C, H, W) in [0, 1]: crop to multiples of `scale` (bottom/right), antialiased bicubic ÷scale."""
     height, width = hr.shape[-2:]
-    hr = hr[..., : height - height % scale, : width - width % scale]
+    hr = crop_to_multiple(hr, scale)
     if hr.shape[-1] == 0 or hr.shape[-2] == 0:
         raise ValueError(f"an image of {height}×{width} is smaller than the scale {scale}")
     lq = F.interpolate(hr.float(), scale_factor=1 / scale, mode="bicubic", antialias=True, align_corners=False)

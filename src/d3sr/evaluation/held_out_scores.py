@@ -19,7 +19,15 @@ from dataclasses import dataclass
 
 import torch
 
-from d3sr.images import EMBEDDED_HELD_OUT, downscale, from_model_range, generator_input, held_out_photo, upsample_lq
+from d3sr.images import (
+    EMBEDDED_HELD_OUT,
+    crop_to_multiple,
+    downscale,
+    from_model_range,
+    generator_input,
+    held_out_photo,
+    upsample_lq,
+)
 from d3sr.inference import D3SRPipeline
 from d3sr.psnr_ssim import block_grid, color_error, psnr_y, sharpness, ssim_y
 
@@ -58,7 +66,7 @@ def held_out_rows(
     for name in names:
         # The HR photo cropped to a multiple of 8 and its ×4-smaller LQ.
         hr = held_out_photo(name)[None]
-        hr = hr[..., : hr.shape[-2] // 8 * 8, : hr.shape[-1] // 8 * 8].to(pipe.device)
+        hr = crop_to_multiple(hr).to(pipe.device)
         lq = downscale(hr) if degrade is None else degrade(name, hr).to(hr.device, hr.dtype)
         # The three ×4 reconstructions.
         outputs = {
